@@ -1,0 +1,173 @@
+"""The ``ort`` command. ``ort bootstrap`` skips argparse: it is the cold-start path."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["bootstrap"]:
+        from ort_core.bootstrap import main as bootstrap
+
+        return bootstrap()
+    return _run_command(args)
+
+
+def _run_command(args: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="ort",
+        description="ORT, the open runtime for serverless functions: one runtime, any "
+        "language, plugins around every invocation.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    commands.add_parser(
+        "bootstrap",
+        help="run the Lambda Runtime API loop (what Lambda's bootstrap executes)",
+        description="Serve invocations from the Lambda Runtime API at "
+        "$AWS_LAMBDA_RUNTIME_API with the handler in $_HANDLER under $LAMBDA_TASK_ROOT.",
+    )
+
+    emulate = commands.add_parser(
+        "emulate",
+        help="run a runtime behind a local Lambda (no Docker)",
+        description="Serve AWS's emulator invoke endpoint "
+        "(POST /2015-03-31/functions/function/invocations) and run CMD as the runtime, "
+        "with AWS_LAMBDA_RUNTIME_API set. CMD defaults to ORT's own bootstrap; any "
+        "runtime client works, e.g. `ort emulate -- python -m awslambdaric app.handler`.",
+    )
+    emulate.add_argument("--port", type=int, default=8080, help="invoke port (default 8080)")
+    emulate.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    emulate.add_argument("--handler", help="sets _HANDLER for the runtime")
+    emulate.add_argument(
+        "--timeout", type=float, help="function timeout in seconds "
+        "(sets AWS_LAMBDA_FUNCTION_TIMEOUT; default 300)",
+    )
+    emulate.add_argument("runtime", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+
+    invoke = commands.add_parser(
+        "invoke",
+        help="invoke a handler once, locally, and print its answer",
+        description="Run the handler once through ORT's pipeline and print the response "
+        "on stdout (the function's own output goes to stderr). Exits 1 on a function "
+        "error, printing Lambda's error JSON.",
+    )
+    invoke.add_argument("--handler", required=True, help="e.g. app.handler")
+    invoke.add_argument(
+        "--event", default=None, metavar="FILE", help="JSON event file, '-' for stdin (default {})"
+    )
+    invoke.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+
+    plugins = commands.add_parser(
+        "plugins", help="list loaded plugins, their versions and hooks",
+        description="List the plugins ORT loads at cold start, with the environment's "
+        "ORT_PLUGINS, ORT_DISABLE_PLUGINS and ORT_PLUGIN_MODULES applied.",
+    )
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+
+    options = parser.parse_args(args)
+    if options.command == "bootstrap":
+        from ort_core.bootstrap import main as bootstrap
+
+        return bootstrap()
+    if options.command == "emulate":
+        return _emulate(options)
+    if options.command == "invoke":
+        return _invoke(options)
+    return _plugins(options)
+
+
+def _emulate(options) -> int:  # noqa: ANN001 - argparse namespace
+    import os
+    import signal
+
+    from ort_core.emulator import Emulator
+
+    runtime = options.runtime[1:] if options.runtime[:1] == ["--"] else options.runtime
+    command = runtime or [sys.executable, "-m", "ort_core", "bootstrap"]
+    env = dict(os.environ)
+    if options.handler:
+        env["_HANDLER"] = options.handler
+    if options.timeout:
+        env["AWS_LAMBDA_FUNCTION_TIMEOUT"] = str(options.timeout)
+    emulator = Emulator(command, env, host=options.host, port=options.port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(
+        f"ort emulate: POST http://{options.host}:{emulator.port}"
+        "/2015-03-31/functions/function/invocations  (runtime: " + " ".join(command) + ")",
+        file=sys.stderr, flush=True,
+    )
+    try:
+        emulator.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _invoke(options) -> int:  # noqa: ANN001 - argparse namespace
+    import json
+    import os
+    import time
+    import uuid
+
+    from ort_core.config import FunctionConfig
+    from ort_core.context import Context
+    from ort_core.errors import FunctionError
+    from ort_core.logs import set_request_id, setup_function_logging
+    from ort_core.startup import start_function
+
+    if options.event == "-":
+        body = sys.stdin.buffer.read()
+    elif options.event:
+        with open(options.event, "rb") as event_file:
+            body = event_file.read()
+    else:
+        body = b"{}"
+    output, sys.stdout = sys.stdout, sys.stderr  # the function's prints must not mix in
+    setup_function_logging(os.environ)
+    config = FunctionConfig.from_environ(handler=options.handler)
+    request_id = str(uuid.uuid4())
+    set_request_id(request_id)
+
+    def report_timeout(error: FunctionError, context: Context) -> None:
+        print(json.dumps(error.to_dict(context.aws_request_id)), file=output, flush=True)
+        os._exit(1)
+
+    try:
+        pipeline = start_function(config, on_expiry=report_timeout)
+        context = Context(request_id, int(time.time() * 1000 + options.timeout * 1000), config)
+        answer = pipeline.invoke(body, context)
+    except FunctionError as error:
+        print(json.dumps(error.to_dict(request_id)), file=output)
+        return 1
+    output.buffer.write(answer + b"\n")
+    output.flush()
+    return 0
+
+
+def _plugins(options) -> int:  # noqa: ANN001 - argparse namespace
+    import json
+
+    from ort_core.plugins import PluginLoadError, load_plugins
+
+    try:
+        infos = load_plugins().describe()
+    except PluginLoadError as exc:
+        print(f"ort plugins: {exc}", file=sys.stderr)
+        return 1
+    if options.json:
+        print(json.dumps([info.__dict__ for info in infos], indent=2))
+        return 0
+    if not infos:
+        print("no plugins loaded")
+    for info in infos:
+        where = f"{info.distribution} {info.version}" if info.distribution else "(module)"
+        print(f"{info.name}  {where}  hooks: {', '.join(info.hooks) or '-'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

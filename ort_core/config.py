@@ -1,0 +1,45 @@
+"""The function's configuration, read once at cold start from the platform's variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    """What the platform says about the function (``_HANDLER``, ``AWS_LAMBDA_*``, ``ORT_*``).
+
+    String fields stay strings, as in AWS's runtime clients, so handlers ported from them
+    see the same values.
+    """
+
+    handler: str
+    task_root: str
+    language: str | None = None
+    function_name: str | None = None
+    function_version: str | None = None
+    memory_limit_in_mb: str | None = None
+    log_group_name: str | None = None
+    log_stream_name: str | None = None
+    region: str | None = None
+    timeout_margin_ms: int = 50
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, handler: str | None = None
+    ) -> FunctionConfig:
+        env = os.environ if environ is None else environ
+        return cls(
+            handler=handler or env.get("_HANDLER", ""),
+            task_root=env.get("LAMBDA_TASK_ROOT") or os.getcwd(),
+            language=env.get("ORT_LANGUAGE") or None,
+            function_name=env.get("AWS_LAMBDA_FUNCTION_NAME"),
+            function_version=env.get("AWS_LAMBDA_FUNCTION_VERSION"),
+            memory_limit_in_mb=env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+            log_group_name=env.get("AWS_LAMBDA_LOG_GROUP_NAME"),
+            log_stream_name=env.get("AWS_LAMBDA_LOG_STREAM_NAME"),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+            timeout_margin_ms=int(env.get("ORT_TIMEOUT_MARGIN_MS", "50")),
+        )

@@ -1,0 +1,155 @@
+"""One invocation's walk: decode, before_event hooks, the bridge, after_response hooks, encode.
+
+Every front end (the Lambda loop, ``ort invoke``, later the HTTP gateway) calls
+:meth:`Pipeline.invoke`, so plugins see the same lifecycle wherever the function runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from ort_core.deadline import Watchdog
+from ort_core.errors import FunctionError
+
+if TYPE_CHECKING:
+    from ort_core.bridge import Bridge
+    from ort_core.context import Context
+    from ort_core.plugins import Hooks
+
+
+class EarlyResponse:
+    """Returned by a ``before_event`` hook to answer without calling the handler."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def decode_event(body: bytes) -> Any:
+    """The event as Python values; a body that is not JSON is ``Runtime.UnmarshalError``."""
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise FunctionError(
+            "Runtime.UnmarshalError", f"Unable to unmarshal input: {exc}"
+        ) from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def encode_response(response: Any) -> bytes:
+    """JSON bytes for the platform; ``bytes`` pass unchanged, as in AWS's client."""
+    if isinstance(response, bytes):
+        return response
+    try:
+        return json.dumps(response, default=_json_default).encode()
+    except (TypeError, ValueError) as exc:
+        raise FunctionError(
+            "Runtime.MarshalError", f"Unable to marshal response: {exc}"
+        ) from None
+
+
+class Pipeline:
+    """Runs events through the plugins and the bridge; raises FunctionError on failure.
+
+    A watchdog acts ``timeout_margin_ms`` before the deadline: it runs the ``on_timeout``
+    hooks, then ``on_expiry`` (the front end's way to send the timeout error while the
+    handler is still busy, and to end or restart the work in flight).
+    """
+
+    def __init__(
+        self,
+        hooks: Hooks,
+        bridge: Bridge,
+        on_expiry: Callable[[FunctionError, Context], None] | None = None,
+        timeout_margin_ms: int = 50,
+    ) -> None:
+        self.hooks = hooks
+        self.bridge = bridge
+        self.on_expiry = on_expiry
+        self.timeout_margin_ms = timeout_margin_ms
+        self._watchdog = Watchdog()
+
+    def invoke(self, body: bytes, context: Context) -> bytes:
+        event = None
+        armed = False
+        started_ms = time.time() * 1000
+        try:
+            event = decode_event(body)
+            armed = self._arm_watchdog(event, context, started_ms)
+            event, early = self._before(event, context)
+            response = early.value if early else self.bridge.invoke(event, context)
+            result = encode_response(self._after(response, event, context))
+            error = None
+        except Exception as exc:
+            error = FunctionError.from_exception(exc)
+        if armed and not self._watchdog.disarm():
+            raise timeout_error(context, started_ms)
+        if error is not None:
+            self.hooks.on_error(error, event, context)
+            raise error
+        return result
+
+    def _arm_watchdog(self, event: Any, context: Context, started_ms: float) -> bool:
+        if not context.deadline_ms:
+            return False
+
+        def expire() -> None:
+            self.hooks.on_timeout(event, context)
+            if self.on_expiry is not None:
+                self.on_expiry(timeout_error(context, started_ms), context)
+
+        left_ms = context.deadline_ms - started_ms - self.timeout_margin_ms
+        self._watchdog.arm(max(0.0, left_ms / 1000), expire)
+        return True
+
+    def _before(self, event: Any, context: Context) -> tuple[Any, EarlyResponse | None]:
+        for plugin_name, call in self.hooks.before_event_chain:
+            result = _call_plugin(plugin_name, "before_event", call, event=event, context=context)
+            if isinstance(result, EarlyResponse):
+                return event, result
+            if result is not None:
+                event = result
+        return event, None
+
+    def _after(self, response: Any, event: Any, context: Context) -> Any:
+        for plugin_name, call in self.hooks.after_response_chain:
+            result = _call_plugin(
+                plugin_name, "after_response", call,
+                response=response, event=event, context=context,
+            )
+            if result is not None:
+                response = result
+        return response
+
+
+def timeout_error(context: Context, started_ms: float) -> FunctionError:
+    seconds = max(0.0, (context.deadline_ms - started_ms) / 1000)
+    return FunctionError(
+        "Sandbox.Timedout",
+        f"{context.aws_request_id} Task timed out after {seconds:.2f} seconds",
+    )
+
+
+def _call_plugin(plugin_name: str, hook_name: str, call: Any, **kwargs: Any) -> Any:
+    try:
+        return call(**kwargs)
+    except FunctionError:
+        raise
+    except Exception as exc:
+        described = FunctionError.from_exception(exc)
+        raise FunctionError(
+            "Runtime.PluginError",
+            f"plugin {plugin_name!r} failed in {hook_name}: "
+            f"{described.error_type}: {described.message}",
+            described.stack_trace,
+        ) from None

@@ -1,0 +1,63 @@
+"""Cold start, shared by every front end: plugins, then the bridge, then ``on_init``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from ort_core.config import FunctionConfig
+from ort_core.context import Context
+from ort_core.errors import FunctionError
+from ort_core.pipeline import Pipeline
+from ort_core.plugins import Hooks, PluginLoadError, load_plugins
+
+if TYPE_CHECKING:
+    from ort_core.bridge import Bridge
+
+
+def start_function(
+    config: FunctionConfig,
+    environ: Mapping[str, str] | None = None,
+    extra_plugins: Iterable[object] = (),
+    on_expiry: Callable[[FunctionError, Context], None] | None = None,
+) -> Pipeline:
+    """Load plugins and start the handler's bridge; any failure is a ``FunctionError``.
+
+    The error types are Lambda's init errors (``Runtime.ImportModuleError``,
+    ``Runtime.HandlerNotFound``...) or ``Runtime.PluginError`` for a broken plugin.
+    """
+    try:
+        hooks = load_plugins(environ, extra_plugins)
+    except PluginLoadError as exc:
+        raise FunctionError("Runtime.PluginError", str(exc)) from None
+    bridge = launch_bridge(hooks, config)
+    try:
+        hooks.on_init(config, bridge)
+    except Exception as exc:
+        bridge.stop()
+        error = FunctionError.from_exception(exc)
+        raise FunctionError(
+            "Runtime.PluginError",
+            f"on_init failed: {error.error_type}: {error.message}",
+            error.stack_trace,
+        ) from None
+    return Pipeline(hooks, bridge, on_expiry, config.timeout_margin_ms)
+
+
+def launch_bridge(hooks: Hooks, config: FunctionConfig) -> Bridge:
+    if not config.handler:
+        raise FunctionError(
+            "Runtime.MalformedHandlerName", "No handler: set _HANDLER or pass --handler"
+        )
+    bridge = hooks.launch_language(config)
+    if bridge is None:
+        module = config.handler.rpartition(".")[0] or config.handler
+        languages = config.language or "any installed language"
+        raise FunctionError(
+            "Runtime.ImportModuleError",
+            f"Unable to import module '{module}': no plugin found handler "
+            f"'{config.handler}' for {languages} in {config.task_root} "
+            "(set ORT_LANGUAGE, and check `ort plugins`)",
+        )
+    bridge.start()
+    return bridge

@@ -1,0 +1,1 @@
+"""ORT's Python language plugin: Python handlers run in ORT's own process."""
