@@ -175,6 +175,7 @@ class Emulator:
         )
         self.sandbox: Sandbox | None = None
         self.lock = threading.Lock()
+        self.closing = False
         self.server = ThreadingHTTPServer((host, port), _invoke_handler(self))
         self.server.daemon_threads = True
 
@@ -201,7 +202,11 @@ class Emulator:
             self.close()
 
     def close(self) -> None:
+        self.closing = True
         self.server.server_close()
+        sandbox = self.sandbox
+        if sandbox is not None:  # now: an invocation in flight (holding the lock) ends with it
+            sandbox.stop()
         with self.lock:
             self.discard_sandbox()
 
@@ -217,6 +222,8 @@ class Emulator:
         except ValueError as exc:
             return 400, {}, error_body("InvalidRequestContentException", str(exc))
         with self.lock:
+            if self.closing:
+                return 503, {}, error_body("ServiceUnavailable", "ort emulate is stopping")
             invocation = Invocation(
                 request_id=str(uuid.uuid4()),
                 body=body,
@@ -232,7 +239,7 @@ class Emulator:
             sandbox = self.start_sandbox()
             cold = not sandbox.served
             outcome = sandbox.run(invocation, self.timeout)
-            if outcome != "lost":
+            if outcome != "lost" or self.closing:
                 break
             self.discard_sandbox()
         sandbox.served = True

@@ -20,7 +20,8 @@ from ort_core import Context, FunctionConfig, FunctionError
 if TYPE_CHECKING:
     import asyncio
 
-_ORT_FRAMES = (os.path.dirname(__file__) + os.sep,)
+# ORT's own files, and importlib's (``import_module`` sits on top of every import-time error).
+_ORT_FRAMES = (os.path.dirname(__file__) + os.sep, os.path.dirname(importlib.__file__) + os.sep)
 
 
 class InProcessBridge:

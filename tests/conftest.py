@@ -1,0 +1,47 @@
+"""Fixtures shared by the core's tests: function folders, clean environments, the peer API."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from runtime_api_peer import Peer, start_peer
+
+PYTHON = sys.executable
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    """os.environ without Lambda's and ORT's variables, plus ``extra``."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_", "ORT_", "_HANDLER", "LAMBDA_", "_X_AMZN"))
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def function_dir(tmp_path: Path):
+    """Write handler files: ``function_dir({"app.py": source})`` returns the folder."""
+
+    def write(files: dict[str, str]) -> Path:
+        for name, source in files.items():
+            path = tmp_path / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(source))
+        return tmp_path
+
+    return write
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    server = start_peer()
+    yield server
+    server.close()
