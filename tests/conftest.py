@@ -40,6 +40,16 @@ def function_dir(tmp_path: Path):
     return write
 
 
+def fake_distribution(folder: Path, name: str, module: str, source: str) -> Path:
+    """Install-like files for a plugin distribution: importlib.metadata finds them on sys.path."""
+    dist_info = folder / f"{name.replace('-', '_')}-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(f"[ort]\n{module} = {module}\n")
+    (folder / f"{module}.py").write_text(textwrap.dedent(source))
+    return folder
+
+
 @pytest.fixture
 def peer() -> Iterator[Peer]:
     server = start_peer()
