@@ -24,8 +24,11 @@ def main(environ: dict[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     address = env.get("AWS_LAMBDA_RUNTIME_API")
     if not address:
-        print("ort bootstrap: AWS_LAMBDA_RUNTIME_API is not set; run it on Lambda or "
-              "under `ort emulate`", file=sys.stderr)
+        print(
+            "ort bootstrap: AWS_LAMBDA_RUNTIME_API is not set; run it on Lambda or "
+            "under `ort emulate`",
+            file=sys.stderr,
+        )
         return 2
     setup_function_logging(env)
     try:
@@ -79,8 +82,12 @@ def run(api: RuntimeAPI, config: FunctionConfig, env: dict[str, str]) -> int:
 
 def log_failure(error: FunctionError) -> None:
     trace = "".join(error.stack_trace)
-    log.error("%s: %s%s", error.error_type, error.message,
-              f"\nTraceback (most recent call last):\n{trace}" if trace else "")
+    log.error(
+        "%s: %s%s",
+        error.error_type,
+        error.message,
+        f"\nTraceback (most recent call last):\n{trace}" if trace else "",
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +47,9 @@ def _run_command(args: list[str]) -> int:
     emulate.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     emulate.add_argument("--handler", help="sets _HANDLER for the runtime")
     emulate.add_argument(
-        "--timeout", type=float, help="function timeout in seconds "
-        "(sets AWS_LAMBDA_FUNCTION_TIMEOUT; default 300)",
+        "--timeout",
+        type=float,
+        help="function timeout in seconds (sets AWS_LAMBDA_FUNCTION_TIMEOUT; default 300)",
     )
     emulate.add_argument("runtime", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
@@ -59,10 +64,13 @@ def _run_command(args: list[str]) -> int:
     invoke.add_argument(
         "--event", default=None, metavar="FILE", help="JSON event file, '-' for stdin (default {})"
     )
-    invoke.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    invoke.add_argument(
+        "--timeout", type=float, help="seconds (default $AWS_LAMBDA_FUNCTION_TIMEOUT or 300)"
+    )
 
     plugins = commands.add_parser(
-        "plugins", help="list loaded plugins, their versions and hooks",
+        "plugins",
+        help="list loaded plugins, their versions and hooks",
         description="List the plugins ORT loads at cold start, with the environment's "
         "ORT_PLUGINS, ORT_DISABLE_PLUGINS and ORT_PLUGIN_MODULES applied.",
     )
@@ -80,7 +88,7 @@ def _run_command(args: list[str]) -> int:
     return _plugins(options)
 
 
-def _emulate(options) -> int:  # noqa: ANN001 - argparse namespace
+def _emulate(options: argparse.Namespace) -> int:
     import os
     import signal
 
@@ -98,7 +106,8 @@ def _emulate(options) -> int:  # noqa: ANN001 - argparse namespace
     print(
         f"ort emulate: POST http://{options.host}:{emulator.port}"
         "/2015-03-31/functions/function/invocations  (runtime: " + " ".join(command) + ")",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     try:
         emulator.serve_forever()
@@ -107,13 +116,13 @@ def _emulate(options) -> int:  # noqa: ANN001 - argparse namespace
     return 0
 
 
-def _invoke(options) -> int:  # noqa: ANN001 - argparse namespace
+def _invoke(options: argparse.Namespace) -> int:
     import json
     import os
     import time
     import uuid
 
-    from ort_core.config import FunctionConfig
+    from ort_core.config import FunctionConfig, with_lambda_defaults
     from ort_core.context import Context
     from ort_core.errors import FunctionError
     from ort_core.logs import set_request_id, setup_function_logging
@@ -127,8 +136,9 @@ def _invoke(options) -> int:  # noqa: ANN001 - argparse namespace
     else:
         body = b"{}"
     output, sys.stdout = sys.stdout, sys.stderr  # the function's prints must not mix in
-    setup_function_logging(os.environ)
-    config = FunctionConfig.from_environ(handler=options.handler)
+    env = with_lambda_defaults(os.environ)
+    setup_function_logging(env)
+    config = FunctionConfig.from_environ(env, handler=options.handler)
     request_id = str(uuid.uuid4())
     set_request_id(request_id)
 
@@ -137,8 +147,9 @@ def _invoke(options) -> int:  # noqa: ANN001 - argparse namespace
         os._exit(1)
 
     try:
-        pipeline = start_function(config, on_expiry=report_timeout)
-        context = Context(request_id, int(time.time() * 1000 + options.timeout * 1000), config)
+        pipeline = start_function(config, env, on_expiry=report_timeout)
+        timeout = options.timeout or float(env["AWS_LAMBDA_FUNCTION_TIMEOUT"])
+        context = Context(request_id, int(time.time() * 1000 + timeout * 1000), config)
         answer = pipeline.invoke(body, context)
     except FunctionError as error:
         print(json.dumps(error.to_dict(request_id)), file=output)
@@ -148,7 +159,7 @@ def _invoke(options) -> int:  # noqa: ANN001 - argparse namespace
     return 0
 
 
-def _plugins(options) -> int:  # noqa: ANN001 - argparse namespace
+def _plugins(options: argparse.Namespace) -> int:
     import json
 
     from ort_core.plugins import PluginLoadError, load_plugins

@@ -43,3 +43,20 @@ class FunctionConfig:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
             timeout_margin_ms=int(env.get("ORT_TIMEOUT_MARGIN_MS", "50")),
         )
+
+
+def with_lambda_defaults(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the variables Lambda always sets filled in, for local runs."""
+    name = env.get("AWS_LAMBDA_FUNCTION_NAME", "function")
+    defaults = {
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_FUNCTION_TIMEOUT": "300",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "$LATEST",
+        "AWS_REGION": env.get("AWS_DEFAULT_REGION", "us-east-1"),
+        "LAMBDA_TASK_ROOT": os.getcwd(),
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+    }
+    return {**defaults, **env}

@@ -22,11 +22,11 @@ class CognitoIdentity:
 
 class MobileClient:
     __slots__ = (
-        "installation_id",
-        "app_title",
-        "app_version_name",
-        "app_version_code",
         "app_package_name",
+        "app_title",
+        "app_version_code",
+        "app_version_name",
+        "installation_id",
     )
 
     def __init__(self, client: Mapping[str, Any]) -> None:
@@ -72,9 +72,7 @@ class Context:
         self.log_stream_name = config.log_stream_name
 
     @classmethod
-    def from_runtime_headers(
-        cls, headers: Mapping[str, str], config: FunctionConfig
-    ) -> Context:
+    def from_runtime_headers(cls, headers: Mapping[str, str], config: FunctionConfig) -> Context:
         """Build from the ``Lambda-Runtime-*`` headers of ``/invocation/next``.
 
         ``headers`` must be a case-insensitive mapping (http.client's message is one).

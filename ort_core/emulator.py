@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ort_core.config import with_lambda_defaults
+
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 RUNTIME_PREFIX = "/2018-06-01/runtime"
 MAX_PAYLOAD = 6 * 1024 * 1024 + 100  # what AWS's emulator accepts, each way
@@ -166,7 +168,7 @@ class Emulator:
         log: Any = None,
     ) -> None:
         self.command = list(command)
-        self.env = function_environment(os.environ if env is None else env)
+        self.env = with_lambda_defaults(os.environ if env is None else env)
         self.timeout = float(self.env["AWS_LAMBDA_FUNCTION_TIMEOUT"])
         self.log = log or sys.stdout
         self.arn = (
@@ -213,9 +215,13 @@ class Emulator:
     def invoke(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
         """Run one event; returns the HTTP status, headers and body for the caller."""
         if len(body) > MAX_PAYLOAD:
-            return 413, {}, error_body(
-                "RequestEntityTooLarge",
-                f"Request must be smaller than {MAX_PAYLOAD} bytes for the invoke operation",
+            return (
+                413,
+                {},
+                error_body(
+                    "RequestEntityTooLarge",
+                    f"Request must be smaller than {MAX_PAYLOAD} bytes for the invoke operation",
+                ),
             )
         try:
             client_context = _decode_client_context(headers.get("X-Amz-Client-Context"))
@@ -233,8 +239,12 @@ class Emulator:
             return self._run(invocation)
 
     def _run(self, invocation: Invocation) -> tuple[int, dict[str, str], bytes]:
-        print(f"START RequestId: {invocation.request_id} Version: "
-              f"{self.env['AWS_LAMBDA_FUNCTION_VERSION']}", file=self.log, flush=True)
+        print(
+            f"START RequestId: {invocation.request_id} Version: "
+            f"{self.env['AWS_LAMBDA_FUNCTION_VERSION']}",
+            file=self.log,
+            flush=True,
+        )
         for _ in range(3):  # a runtime that ended between two events gets a successor
             sandbox = self.start_sandbox()
             cold = not sandbox.served
@@ -246,18 +256,24 @@ class Emulator:
         memory = sandbox.max_memory_mb()
         answer, failed = invocation.answer, invocation.failed
         if outcome == "timeout":
-            answer, failed = error_body(
-                "Sandbox.Timedout",
-                f"{invocation.request_id} Task timed out after {self.timeout:.2f} seconds",
-            ), True
+            answer, failed = (
+                error_body(
+                    "Sandbox.Timedout",
+                    f"{invocation.request_id} Task timed out after {self.timeout:.2f} seconds",
+                ),
+                True,
+            )
         elif outcome == "init_error":
             answer, failed = sandbox.init_error or b"", True
         elif outcome in ("exited", "lost"):
-            answer, failed = error_body(
-                "Runtime.ExitError",
-                f"RequestId: {invocation.request_id} Error: Runtime exited with error: "
-                f"exit status {sandbox.process.returncode}",
-            ), True
+            answer, failed = (
+                error_body(
+                    "Runtime.ExitError",
+                    f"RequestId: {invocation.request_id} Error: Runtime exited with error: "
+                    f"exit status {sandbox.process.returncode}",
+                ),
+                True,
+            )
         if outcome != "done":
             self.discard_sandbox()
         self._report(invocation, sandbox.init_duration_ms if cold else None, memory)
@@ -275,25 +291,9 @@ class Emulator:
             f"Billed Duration: {math.ceil(duration)} ms\t"
             f"Memory Size: {self.env['AWS_LAMBDA_FUNCTION_MEMORY_SIZE']} MB\t"
             f"Max Memory Used: {memory_mb} MB",
-            file=self.log, flush=True,
+            file=self.log,
+            flush=True,
         )
-
-
-def function_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The runtime's environment: the caller's, with Lambda's variables defaulted."""
-    name = env.get("AWS_LAMBDA_FUNCTION_NAME", "function")
-    defaults = {
-        "AWS_LAMBDA_FUNCTION_NAME": name,
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-        "AWS_LAMBDA_FUNCTION_TIMEOUT": "300",
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "$LATEST",
-        "AWS_REGION": env.get("AWS_DEFAULT_REGION", "us-east-1"),
-        "LAMBDA_TASK_ROOT": os.getcwd(),
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-    }
-    return {**defaults, **env}
 
 
 def _decode_client_context(value: str | None) -> str | None:
@@ -348,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the emulator prints Lambda's START/END/REPORT lines instead."""
 
 
@@ -397,15 +397,21 @@ def _runtime_api_handler(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
                 self.reply(404, error_body("NotFound", self.path))
                 return
             if len(body) > MAX_PAYLOAD:
-                self.reply(413, error_body(
-                    "RequestEntityTooLarge",
-                    f"Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).",
-                ))
+                self.reply(
+                    413,
+                    error_body(
+                        "RequestEntityTooLarge",
+                        f"Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).",
+                    ),
+                )
                 return
             if not sandbox.finish(parts[1], body, failed=parts[2] == "error"):
-                self.reply(400, error_body(
-                    "InvalidRequestID", f"Request {parts[1]} is not the invocation in flight"
-                ))
+                self.reply(
+                    400,
+                    error_body(
+                        "InvalidRequestID", f"Request {parts[1]} is not the invocation in flight"
+                    ),
+                )
                 return
             self.reply(202, b'{"status":"OK"}')
 

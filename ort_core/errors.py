@@ -14,9 +14,7 @@ class FunctionError(Exception):
     ``traceback.format_list``.
     """
 
-    def __init__(
-        self, error_type: str, message: str, stack_trace: list[str] | None = None
-    ) -> None:
+    def __init__(self, error_type: str, message: str, stack_trace: list[str] | None = None) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message

@@ -35,9 +35,7 @@ def decode_event(body: bytes) -> Any:
     try:
         return json.loads(body)
     except ValueError as exc:
-        raise FunctionError(
-            "Runtime.UnmarshalError", f"Unable to unmarshal input: {exc}"
-        ) from None
+        raise FunctionError("Runtime.UnmarshalError", f"Unable to unmarshal input: {exc}") from None
 
 
 def _json_default(value: Any) -> Any:
@@ -53,9 +51,7 @@ def encode_response(response: Any) -> bytes:
     try:
         return json.dumps(response, default=_json_default).encode()
     except (TypeError, ValueError) as exc:
-        raise FunctionError(
-            "Runtime.MarshalError", f"Unable to marshal response: {exc}"
-        ) from None
+        raise FunctionError("Runtime.MarshalError", f"Unable to marshal response: {exc}") from None
 
 
 class Pipeline:
@@ -124,8 +120,12 @@ class Pipeline:
     def _after(self, response: Any, event: Any, context: Context) -> Any:
         for plugin_name, call in self.hooks.after_response_chain:
             result = _call_plugin(
-                plugin_name, "after_response", call,
-                response=response, event=event, context=context,
+                plugin_name,
+                "after_response",
+                call,
+                response=response,
+                event=event,
+                context=context,
             )
             if result is not None:
                 response = result

@@ -81,9 +81,7 @@ def _entry_points(allowed: list[str] | None) -> Iterable[tuple[EntryPoint, str, 
             yield ep, dist.name, dist.version
 
 
-def load_plugins(
-    environ: Mapping[str, str] | None = None, extra: Iterable[object] = ()
-) -> Hooks:
+def load_plugins(environ: Mapping[str, str] | None = None, extra: Iterable[object] = ()) -> Hooks:
     """Load every plugin once; raise PluginLoadError naming the first that fails."""
     env = os.environ if environ is None else environ
     manager = pluggy.PluginManager("ort")

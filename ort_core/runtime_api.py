@@ -51,9 +51,7 @@ class RuntimeAPI:
     def next_invocation(self) -> Invocation:
         status, headers, body = self._request("GET", f"{PREFIX}/invocation/next")
         if status != 200:
-            raise RuntimeAPIError(
-                f"GET /invocation/next answered HTTP {status}: {body[:200]!r}"
-            )
+            raise RuntimeAPIError(f"GET /invocation/next answered HTTP {status}: {body[:200]!r}")
         request_id = headers.get("Lambda-Runtime-Aws-Request-Id")
         if not request_id:
             raise RuntimeAPIError("GET /invocation/next answered without a request id")
@@ -91,7 +89,10 @@ class RuntimeAPI:
         if status != 202:
             log.error(
                 "Runtime API refused the %s of request %s: HTTP %s %s",
-                what, request_id or "(init)", status, answer[:500].decode(errors="replace"),
+                what,
+                request_id or "(init)",
+                status,
+                answer[:500].decode(errors="replace"),
             )
 
     def _request(

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 PREFIX = "/2018-06-01/runtime"
+ARN = "arn:aws:lambda:eu-west-1:111122223333:function:peer"
 
 
 @dataclass
@@ -79,8 +80,10 @@ def start_peer(deadline_ms: int | None = None) -> Peer:
             request_id, payload, extra = peer.events.get()
             headers = {
                 "Lambda-Runtime-Aws-Request-Id": request_id,
-                "Lambda-Runtime-Deadline-Ms": str(int(time.time() * 1000) + (deadline_ms or 60_000)),
-                "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:eu-west-1:111122223333:function:peer",
+                "Lambda-Runtime-Deadline-Ms": str(
+                    int(time.time() * 1000) + (deadline_ms or 60_000)
+                ),
+                "Lambda-Runtime-Invoked-Function-Arn": ARN,
                 "Content-Type": "application/json",
                 **extra,
             }

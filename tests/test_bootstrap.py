@@ -10,7 +10,7 @@ import time
 
 import pytest
 from conftest import PYTHON, clean_environ
-from runtime_api_peer import start_peer
+from runtime_api_peer import ARN, start_peer
 
 APP = """
 import json, os, time
@@ -64,7 +64,7 @@ def start_runtime(function_dir, tmp_path):
                 AWS_LAMBDA_LOG_GROUP_NAME="/aws/lambda/peer-fn",
                 **env,
             ),
-            stdout=open(tmp_path / "runtime.log", "wb"),  # noqa: SIM115 - closed with the process
+            stdout=open(tmp_path / "runtime.log", "wb"),
             stderr=subprocess.STDOUT,
         )
         processes.append(process)
@@ -98,7 +98,7 @@ def test_answers_with_the_context_lambda_sends(peer, start_runtime):
     assert result.kind == "response"
     answer = result.json()
     assert answer["event"] == {"hello": "world"}
-    assert answer["arn"] == "arn:aws:lambda:eu-west-1:111122223333:function:peer"
+    assert answer["arn"] == ARN
     assert 0 < answer["remaining_ms"] <= 60_000
     assert (answer["function_name"], answer["memory"], answer["version"]) == ("peer-fn", "256", "7")
     assert answer["log_group"] == "/aws/lambda/peer-fn"
@@ -148,7 +148,7 @@ def test_failed_invocations_post_lambdas_error_shape_and_the_loop_goes_on(
     ("handler", "source", "error_type", "message"),
     [
         ("missing.handler", APP, "Runtime.ImportModuleError", "Unable to import module 'missing'"),
-        ("app.nothere", APP, "Runtime.HandlerNotFound", "Handler 'nothere' missing on module 'app'"),
+        ("app.nope", APP, "Runtime.HandlerNotFound", "Handler 'nope' missing on module 'app'"),
         ("app.handler", "raise RuntimeError('no config')\n", "RuntimeError", "no config"),
         ("app.handler", "def handler(:\n", "Runtime.UserCodeSyntaxError", "Syntax error"),
     ],

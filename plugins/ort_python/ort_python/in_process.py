@@ -93,7 +93,8 @@ def load_handler(handler: str) -> Callable[[Any, Context], Any]:
     function = getattr(module, function_name, None)
     if function is None:
         raise FunctionError(
-            "Runtime.HandlerNotFound", f"Handler '{function_name}' missing on module '{module_name}'"
+            "Runtime.HandlerNotFound",
+            f"Handler '{function_name}' missing on module '{module_name}'",
         )
     if not callable(function):
         raise FunctionError(
