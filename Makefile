@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -25,3 +25,12 @@ test: lint
 
 clean:
 	rm -rf $(VENV)
+
+# Benchmarks run on regular (not editable) installs, as users and layers have them.
+BENCH_VENV ?= .venv-bench
+bench:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps . ./plugins/ort_python
+	$(BENCH_VENV)/bin/python -m pip install --quiet . ./plugins/ort_python awslambdaric
+	$(BENCH_VENV)/bin/python bench/cold_start.py

@@ -58,7 +58,7 @@ def run(api: RuntimeAPI, config: FunctionConfig, env: dict[str, str]) -> int:
         invocation = api.next_invocation()
         request_id = invocation.request_id
         set_request_id(request_id)
-        trace_id = invocation.headers.get("Lambda-Runtime-Trace-Id")
+        trace_id = invocation.headers.get("lambda-runtime-trace-id")
         if trace_id:
             os.environ["_X_AMZN_TRACE_ID"] = trace_id
         else:

@@ -73,21 +73,18 @@ class Context:
 
     @classmethod
     def from_runtime_headers(cls, headers: Mapping[str, str], config: FunctionConfig) -> Context:
-        """Build from the ``Lambda-Runtime-*`` headers of ``/invocation/next``.
-
-        ``headers`` must be a case-insensitive mapping (http.client's message is one).
-        """
-        client_context = _json_header(headers, "Lambda-Runtime-Client-Context")
-        identity = _json_header(headers, "Lambda-Runtime-Cognito-Identity")
+        """Build from the ``Lambda-Runtime-*`` headers of ``/invocation/next``, lower-cased."""
+        client_context = _json_header(headers, "lambda-runtime-client-context")
+        identity = _json_header(headers, "lambda-runtime-cognito-identity")
         return cls(
-            aws_request_id=headers.get("Lambda-Runtime-Aws-Request-Id", ""),
-            deadline_ms=int(headers.get("Lambda-Runtime-Deadline-Ms") or 0),
+            aws_request_id=headers.get("lambda-runtime-aws-request-id", ""),
+            deadline_ms=int(headers.get("lambda-runtime-deadline-ms") or 0),
             config=config,
-            invoked_function_arn=headers.get("Lambda-Runtime-Invoked-Function-Arn"),
-            trace_id=headers.get("Lambda-Runtime-Trace-Id"),
+            invoked_function_arn=headers.get("lambda-runtime-invoked-function-arn"),
+            trace_id=headers.get("lambda-runtime-trace-id") or None,
             client_context=ClientContext(client_context) if client_context else None,
             identity=CognitoIdentity(identity),
-            tenant_id=headers.get("Lambda-Runtime-Aws-Tenant-Id"),
+            tenant_id=headers.get("lambda-runtime-aws-tenant-id"),
         )
 
     def get_remaining_time_in_millis(self) -> int:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ort_core.deadline import Watchdog
 from ort_core.errors import FunctionError
+from ort_core.plugins import call_plugin
 
 if TYPE_CHECKING:
     from ort_core.bridge import Bridge
@@ -110,7 +111,7 @@ class Pipeline:
 
     def _before(self, event: Any, context: Context) -> tuple[Any, EarlyResponse | None]:
         for plugin_name, call in self.hooks.before_event_chain:
-            result = _call_plugin(plugin_name, "before_event", call, event=event, context=context)
+            result = call_plugin(plugin_name, "before_event", call, event=event, context=context)
             if isinstance(result, EarlyResponse):
                 return event, result
             if result is not None:
@@ -119,7 +120,7 @@ class Pipeline:
 
     def _after(self, response: Any, event: Any, context: Context) -> Any:
         for plugin_name, call in self.hooks.after_response_chain:
-            result = _call_plugin(
+            result = call_plugin(
                 plugin_name,
                 "after_response",
                 call,
@@ -138,18 +139,3 @@ def timeout_error(context: Context, started_ms: float) -> FunctionError:
         "Sandbox.Timedout",
         f"{context.aws_request_id} Task timed out after {seconds:.2f} seconds",
     )
-
-
-def _call_plugin(plugin_name: str, hook_name: str, call: Any, **kwargs: Any) -> Any:
-    try:
-        return call(**kwargs)
-    except FunctionError:
-        raise
-    except Exception as exc:
-        described = FunctionError.from_exception(exc)
-        raise FunctionError(
-            "Runtime.PluginError",
-            f"plugin {plugin_name!r} failed in {hook_name}: "
-            f"{described.error_type}: {described.message}",
-            described.stack_trace,
-        ) from None

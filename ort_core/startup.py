@@ -33,14 +33,9 @@ def start_function(
     bridge = launch_bridge(hooks, config)
     try:
         hooks.on_init(config, bridge)
-    except Exception as exc:
+    except FunctionError:
         bridge.stop()
-        error = FunctionError.from_exception(exc)
-        raise FunctionError(
-            "Runtime.PluginError",
-            f"on_init failed: {error.error_type}: {error.message}",
-            error.stack_trace,
-        ) from None
+        raise
     return Pipeline(hooks, bridge, on_expiry, config.timeout_margin_ms)
 
 

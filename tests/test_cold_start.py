@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 
 from conftest import PYTHON, clean_environ, fake_distribution
+from runtime_api_peer import start_peer
 
 HANDLER = """
 import sys
@@ -29,8 +30,10 @@ NEVER_ON_THE_COLD_PATH = {
 NEVER_PACKAGES = {"httpx", "cloudevents", "pytest", "awslambdaric"}
 
 
-def modules_after_first_event(peer, function_dir, **env: str) -> set[str]:
+def modules_after_first_event(function_dir, **env: str) -> set[str]:
+    """Each run has its own Runtime API: a killed runtime's /next must not take the next event."""
     folder = function_dir({"app.py": HANDLER})
+    peer = start_peer()
     process = subprocess.Popen(
         [PYTHON, "-m", "ort_core", "bootstrap"],
         env=clean_environ(
@@ -45,24 +48,25 @@ def modules_after_first_event(peer, function_dir, **env: str) -> set[str]:
     finally:
         process.kill()
         process.wait()
+        peer.close()
 
 
-def test_bootstrap_imports_nothing_it_does_not_use(peer, function_dir):
-    modules = modules_after_first_event(peer, function_dir)
+def test_bootstrap_imports_nothing_it_does_not_use(function_dir):
+    modules = modules_after_first_event(function_dir)
     assert {"ort_python.in_process", "app"} <= modules
     assert modules.isdisjoint(NEVER_ON_THE_COLD_PATH), modules & NEVER_ON_THE_COLD_PATH
     assert not {m for m in modules if m.split(".")[0] in NEVER_PACKAGES}
 
 
-def test_named_plugins_load_without_importing_the_others(peer, function_dir, tmp_path):
+def test_named_plugins_load_without_importing_the_others(function_dir, tmp_path):
     installed = fake_distribution(
         tmp_path / "site", "ort-other", "ort_other_plugin", "from ort_core import hookimpl\n"
     )
-    everything = modules_after_first_event(peer, function_dir, PYTHONPATH=str(installed))
+    everything = modules_after_first_event(function_dir, PYTHONPATH=str(installed))
     assert "ort_other_plugin" in everything  # found by scanning the entry points
 
     named = modules_after_first_event(
-        peer, function_dir, PYTHONPATH=str(installed), ORT_PLUGINS="ort-python"
+        function_dir, PYTHONPATH=str(installed), ORT_PLUGINS="ort-python"
     )
     assert {"ort_python.plugin", "app"} <= named
     assert "ort_other_plugin" not in named

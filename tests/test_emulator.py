@@ -80,10 +80,6 @@ class RunningEmulator:
     client: httpx.Client
     files: list[Any] = field(default_factory=list)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{INVOKE_PATH}"
-
     def invoke(
         self,
         event: Any = None,
