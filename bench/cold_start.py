@@ -30,8 +30,8 @@ HANDLER = "def handler(event, context):\n    return {'ok': True, 'event': event}
 
 RUNTIMES = {
     "awslambdaric": [sys.executable, "-m", "awslambdaric", "app.handler"],
-    "ort bootstrap": [sys.executable, "-m", "ort_core", "bootstrap"],
-    "ort bootstrap, ORT_PLUGINS": [sys.executable, "-m", "ort_core", "bootstrap"],
+    "ort bin/bootstrap": [str(ROOT / "bin" / "bootstrap")],
+    "ort bin/bootstrap, ORT_PLUGINS": [str(ROOT / "bin" / "bootstrap")],
 }
 
 
@@ -42,7 +42,7 @@ def environment(folder: str, address: str, name: str) -> dict[str, str]:
         _HANDLER="app.handler",
         LAMBDA_TASK_ROOT=folder,
         PYTHONPATH=folder,
-        PYTHONDONTWRITEBYTECODE="",
+        ORT_PYTHON=sys.executable,
     )
     if "ORT_PLUGINS" in name:
         env["ORT_PLUGINS"] = "ort-python"
@@ -85,8 +85,8 @@ def import_self_ms(command: list[str], env: dict[str, str], folder: str) -> floa
     peer = start_peer()
     env = {**env, "AWS_LAMBDA_RUNTIME_API": peer.address}
     process = subprocess.Popen(
-        [command[0], "-X", "importtime", *command[1:]],
-        env=env,
+        command,
+        env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
         cwd=folder,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class FunctionConfig:
+class FunctionConfig(NamedTuple):
     """What the platform says about the function (``_HANDLER``, ``AWS_LAMBDA_*``, ``ORT_*``).
 
     String fields stay strings, as in AWS's runtime clients, so handlers ported from them

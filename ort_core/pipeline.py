@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ort_core.deadline import Watchdog
@@ -40,6 +39,8 @@ def decode_event(body: bytes) -> Any:
 
 
 def _json_default(value: Any) -> Any:
+    from decimal import Decimal  # seldom needed, so not on the cold-start path
+
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import PYTHON, clean_environ
@@ -50,10 +51,16 @@ def handler(event, context):
 def start_runtime(function_dir, tmp_path):
     processes: list[subprocess.Popen] = []
 
-    def start(address: str, handler: str = "app.handler", source: str = APP, **env: str):
+    def start(
+        address: str,
+        handler: str = "app.handler",
+        source: str = APP,
+        command: tuple[str, ...] = (PYTHON, "-m", "ort_core", "bootstrap"),
+        **env: str,
+    ):
         folder = function_dir({"app.py": source})
         process = subprocess.Popen(
-            [PYTHON, "-m", "ort_core", "bootstrap"],
+            list(command),
             env=clean_environ(
                 AWS_LAMBDA_RUNTIME_API=address,
                 _HANDLER=handler,
@@ -108,6 +115,13 @@ def test_answers_with_the_context_lambda_sends(peer, start_runtime):
 
     # The next invocation carries no trace id: the variable must not leak from the last one.
     assert peer.invoke({}).json()["trace_env"] is None
+
+
+def test_the_bootstrap_executable_serves_lambda(peer, start_runtime):
+    """bin/bootstrap is what Lambda runs from /var/task or /opt."""
+    bootstrap = str(Path(__file__).resolve().parent.parent / "bin" / "bootstrap")
+    start_runtime(peer.address, command=(bootstrap,), ORT_PYTHON=PYTHON)
+    assert peer.invoke({"via": "bin/bootstrap"}).json()["event"] == {"via": "bin/bootstrap"}
 
 
 def test_a_thousand_sequential_invocations_without_an_error(peer, start_runtime):
