@@ -30,6 +30,7 @@ from ort_core.config import with_lambda_defaults
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 RUNTIME_PREFIX = "/2018-06-01/runtime"
 MAX_PAYLOAD = 6 * 1024 * 1024 + 100  # what AWS's emulator accepts, each way
+INIT_TIMEOUT = 10.0  # seconds Lambda gives an on-demand init before the function's timeout
 ACCOUNT_ID = "012345678912"
 
 
@@ -51,7 +52,9 @@ class Invocation:
     done: threading.Event = field(default_factory=threading.Event)
     answer: bytes = b""
     failed: bool = False
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)  # delivered, once it is
+    finished: float = 0.0
+    memory_kb: int = 0
 
 
 class Sandbox:
@@ -66,10 +69,13 @@ class Sandbox:
         self.init_error: bytes | None = None
         self.init_duration_ms: float | None = None
         self.timeout = 0.0
+        self.peak_memory_kb = 0
         self.exited = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _runtime_api_handler(self))
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             list(command),
@@ -95,9 +101,11 @@ class Sandbox:
             invocation, self.pending = self.pending, None
             if invocation is not None:
                 invocation.delivered = True
-                invocation.expires = time.monotonic() + self.timeout
+                invocation.started = time.monotonic()
+                invocation.expires = invocation.started + self.timeout
                 invocation.deadline_ms = int(time.time() * 1000 + self.timeout * 1000)
                 self.in_flight = invocation
+                self.condition.notify_all()  # the invoke side now waits for the shorter clock
             return invocation
 
     def finish(self, request_id: str, answer: bytes, failed: bool) -> bool:
@@ -124,10 +132,18 @@ class Sandbox:
         The clock starts again when the runtime takes the event, as Lambda's does after
         init. 'lost' means the runtime ended before taking it, so it may be retried.
         """
+        outcome = self._wait(invocation, timeout)
+        invocation.finished = time.monotonic()
+        # Measured now, while the runtime is still there (a runtime that died keeps its last).
+        self.peak_memory_kb = max(self.peak_memory_kb, _tree_peak_rss_kb(self.process.pid))
+        invocation.memory_kb = self.peak_memory_kb
+        return outcome
+
+    def _wait(self, invocation: Invocation, timeout: float) -> str:
         with self.condition:
             self.timeout = timeout
             self.pending = invocation
-            invocation.expires = time.monotonic() + timeout
+            invocation.expires = time.monotonic() + INIT_TIMEOUT + timeout
             self.condition.notify_all()
             while not invocation.done.is_set():
                 if self.init_error is not None and not invocation.delivered:
@@ -139,9 +155,6 @@ class Sandbox:
                     return "timeout"
                 self.condition.wait(left)
             return "done"
-
-    def max_memory_mb(self) -> int:
-        return _tree_peak_rss_kb(self.process.pid) // 1024
 
     def stop(self) -> None:
         try:
@@ -253,7 +266,6 @@ class Emulator:
                 break
             self.discard_sandbox()
         sandbox.served = True
-        memory = sandbox.max_memory_mb()
         answer, failed = invocation.answer, invocation.failed
         if outcome == "timeout":
             answer, failed = (
@@ -276,21 +288,21 @@ class Emulator:
             )
         if outcome != "done":
             self.discard_sandbox()
-        self._report(invocation, sandbox.init_duration_ms if cold else None, memory)
+        self._report(invocation, sandbox.init_duration_ms if cold else None)
         headers = {"Content-Type": "application/json"}
         if failed:
             headers["X-Amz-Function-Error"] = "Unhandled"
         return 200, headers, answer
 
-    def _report(self, invocation: Invocation, init_ms: float | None, memory_mb: int) -> None:
-        duration = (time.monotonic() - invocation.started) * 1000
+    def _report(self, invocation: Invocation, init_ms: float | None) -> None:
+        duration = (invocation.finished - invocation.started) * 1000
         init = f"Init Duration: {init_ms:.2f} ms\t" if init_ms is not None else ""
         print(
             f"END RequestId: {invocation.request_id}\n"
             f"REPORT RequestId: {invocation.request_id}\t{init}Duration: {duration:.2f} ms\t"
             f"Billed Duration: {math.ceil(duration)} ms\t"
             f"Memory Size: {self.env['AWS_LAMBDA_FUNCTION_MEMORY_SIZE']} MB\t"
-            f"Max Memory Used: {memory_mb} MB",
+            f"Max Memory Used: {invocation.memory_kb // 1024} MB",
             file=self.log,
             flush=True,
         )
