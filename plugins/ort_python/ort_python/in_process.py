@@ -51,6 +51,9 @@ class InProcessBridge:
 
     def stop(self) -> None:
         if self._loop is not None:
+            import asyncio
+
+            asyncio.set_event_loop(None)
             self._loop.close()
             self._loop = None
 

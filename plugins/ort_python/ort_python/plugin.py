@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 from ort_core import FunctionConfig, hookimpl
 from ort_python.in_process import InProcessBridge
@@ -19,7 +20,8 @@ def launch_language(config: FunctionConfig) -> InProcessBridge | None:
 
 
 def has_python_module(config: FunctionConfig) -> bool:
-    """True when the handler's module is a file under the task root or importable by name."""
+    """True when the handler's module is a file under the task root, or an importable module
+    that is not the standard library's (a layer's, for example)."""
     module_path = config.handler.rpartition(".")[0].replace(".", "/")
     if not module_path:
         return False
@@ -27,4 +29,6 @@ def has_python_module(config: FunctionConfig) -> bool:
     if os.path.isfile(base + ".py") or os.path.isfile(os.path.join(base, "__init__.py")):
         return True
     top_level = module_path.split("/")[0]
+    if top_level in sys.stdlib_module_names:
+        return False
     return importlib.util.find_spec(top_level) is not None

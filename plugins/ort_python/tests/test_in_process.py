@@ -381,10 +381,17 @@ def test_non_callable_attribute_is_handler_not_found(function: Function) -> None
 
 
 def test_built_in_module_name_conflicts(function: Function) -> None:
-    error = function.start_error("sys.handler")
+    error = function.start_error("sys.handler", language="python")
 
     assert error.error_type == "Runtime.BuiltInModuleConflict"
     assert "sys" in error.message
+
+
+def test_without_a_language_a_standard_library_name_is_not_claimed(function: Function) -> None:
+    error = function.start_error("json.handler")
+
+    assert error.error_type == "Runtime.ImportModuleError"
+    assert "no plugin found handler 'json.handler'" in error.message
 
 
 # -- Which handlers the plugin claims ------------------------------------------------------
