@@ -30,6 +30,9 @@ def main(environ: dict[str, str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    # Lambda's stdout is a pipe: without this, prints would wait for a full buffer.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     setup_function_logging(env)
     try:
         api = RuntimeAPI(address)

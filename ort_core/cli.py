@@ -152,7 +152,7 @@ def _invoke(options: argparse.Namespace) -> int:
         context = Context(request_id, int(time.time() * 1000 + timeout * 1000), config)
         answer = pipeline.invoke(body, context)
     except FunctionError as error:
-        print(json.dumps(error.to_dict(request_id)), file=output)
+        print(json.dumps(error.to_dict(request_id)), file=output, flush=True)
         return 1
     output.buffer.write(answer + b"\n")
     output.flush()

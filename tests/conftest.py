@@ -19,9 +19,8 @@ def clean_environ(**extra: str) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("AWS_", "ORT_", "_HANDLER", "LAMBDA_", "_X_AMZN"))
+        if not name.startswith(("AWS_", "ORT_", "_HANDLER", "LAMBDA_", "_X_AMZN", "PYTHONUNBUF"))
     }
-    env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
 

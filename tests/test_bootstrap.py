@@ -29,6 +29,7 @@ def handler(event, context):
     if action == "log":
         import logging
         logging.getLogger("app").warning("careful")
+        print("printed by the handler")
     return {
         "event": event,
         "request_id": context.aws_request_id,
@@ -224,7 +225,9 @@ def test_a_response_over_the_limit_becomes_a_function_error(peer, start_runtime)
 def test_logging_lines_carry_the_request_id(peer, start_runtime, tmp_path):
     start_runtime(peer.address)
     request_id = peer.invoke({"action": "log"}).json()["request_id"]
-    line = next(line for line in runtime_log(tmp_path).splitlines() if "careful" in line)
+    lines = runtime_log(tmp_path).splitlines()  # read while the runtime still runs
+    assert "printed by the handler" in lines
+    line = next(line for line in lines if "careful" in line)
     level, timestamp, logged_id, message = line.split("\t")
     assert (level, logged_id, message) == ("[WARNING]", request_id, "careful")
     assert timestamp.endswith("Z")
