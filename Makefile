@@ -10,7 +10,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml plugins/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' -e ./plugins/ort_python
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e ./plugins/ort_python -e './plugins/ort_node[node]'
 	touch $@
 
 demo: install

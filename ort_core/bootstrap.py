@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 from ort_core.config import FunctionConfig
@@ -47,6 +48,7 @@ def run(api: RuntimeAPI, config: FunctionConfig, env: dict[str, str]) -> int:
         """The handler is still running: answer for it, then end the sandbox as Lambda does."""
         log_failure(error)
         api.post_error(context.aws_request_id, error)
+        pipeline.close()
         sys.stdout.flush()
         os._exit(1)
 
@@ -56,6 +58,14 @@ def run(api: RuntimeAPI, config: FunctionConfig, env: dict[str, str]) -> int:
         log_failure(error)
         api.post_init_error(error)
         return 1
+
+    def shut_down(signum: int, frame: object) -> None:
+        """SIGTERM from the platform: stop the workers, then leave."""
+        pipeline.close()
+        sys.stdout.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, shut_down)
 
     while True:
         invocation = api.next_invocation()

@@ -144,16 +144,23 @@ def _invoke(options: argparse.Namespace) -> int:
 
     def report_timeout(error: FunctionError, context: Context) -> None:
         print(json.dumps(error.to_dict(context.aws_request_id)), file=output, flush=True)
+        pipeline.close()
         os._exit(1)
 
     try:
         pipeline = start_function(config, env, on_expiry=report_timeout)
-        timeout = options.timeout or float(env["AWS_LAMBDA_FUNCTION_TIMEOUT"])
-        context = Context(request_id, int(time.time() * 1000 + timeout * 1000), config)
+    except FunctionError as error:
+        print(json.dumps(error.to_dict(request_id)), file=output, flush=True)
+        return 1
+    timeout = options.timeout or float(env["AWS_LAMBDA_FUNCTION_TIMEOUT"])
+    context = Context(request_id, int(time.time() * 1000 + timeout * 1000), config)
+    try:
         answer = pipeline.invoke(body, context)
     except FunctionError as error:
         print(json.dumps(error.to_dict(request_id)), file=output, flush=True)
         return 1
+    finally:
+        pipeline.close()
     output.buffer.write(answer + b"\n")
     output.flush()
     return 0

@@ -35,9 +35,10 @@ class MobileClient:
 
 
 class ClientContext:
-    __slots__ = ("client", "custom", "env")
+    __slots__ = ("client", "custom", "env", "raw")
 
     def __init__(self, client_context: Mapping[str, Any]) -> None:
+        self.raw = dict(client_context)
         client = client_context.get("client")
         self.client = MobileClient(client) if isinstance(client, Mapping) else None
         self.custom = client_context.get("custom")

@@ -30,6 +30,11 @@ class EarlyResponse:
         self.value = value
 
 
+class JSONBytes(bytes):
+    """An answer that already is JSON text (from a worker): sent as is, decoded only when an
+    ``after_response`` hook needs its value."""
+
+
 def decode_event(body: bytes) -> Any:
     """The event as Python values; a body that is not JSON is ``Runtime.UnmarshalError``."""
     try:
@@ -97,6 +102,10 @@ class Pipeline:
             raise error
         return result
 
+    def close(self) -> None:
+        """Stop the bridge (and its worker): the sandbox is ending."""
+        self.bridge.stop()
+
     def _arm_watchdog(self, event: Any, context: Context, started_ms: float) -> bool:
         if not context.deadline_ms:
             return False
@@ -120,6 +129,8 @@ class Pipeline:
         return event, None
 
     def _after(self, response: Any, event: Any, context: Context) -> Any:
+        if self.hooks.after_response_chain and isinstance(response, JSONBytes):
+            response = json.loads(response)
         for plugin_name, call in self.hooks.after_response_chain:
             result = call_plugin(
                 plugin_name,

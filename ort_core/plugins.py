@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from ort_core.context import Context
 
 ENTRY_POINT_GROUP = "ort"
+# Plugins that ship with ort-core, registered by module name (ORT_DISABLE_PLUGINS can block
+# them by the last part of the name). Keep them cheap to import: they are on every cold start.
+BUILTIN_PLUGINS: tuple[str, ...] = ()
 # Hooks ORT calls implementation by implementation: pluggy wrappers cannot take part.
 PLAIN_HOOKS = ("on_init", "before_event", "after_response", "on_error", "on_timeout")
 hookimpl = pluggy.HookimplMarker("ort")
@@ -84,6 +87,12 @@ def load_plugins(environ: Mapping[str, str] | None = None, extra: Iterable[objec
         infos[_register(manager, plugin, ep.name)] = PluginInfo(
             ep.name, ep.distribution, ep.version
         )
+
+    for module_name in BUILTIN_PLUGINS:
+        name = module_name.rpartition(".")[2]
+        if normalise(name) not in blocked:
+            module = importlib.import_module(module_name)
+            infos[_register(manager, module, name)] = PluginInfo(name, "ort-core (built in)", None)
 
     for module_name in _names(env.get("ORT_PLUGIN_MODULES")):
         try:

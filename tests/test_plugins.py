@@ -100,7 +100,7 @@ def test_fake_distribution_is_discovered_with_its_hooks(site: Path) -> None:
 def test_ort_plugins_variable_loads_only_the_named_distributions(site: Path) -> None:
     install(site, "ort-demo", "demo", "ort_demo_plugin", DEMO_PLUGIN)
 
-    assert set(plugins_json(site)) == {"python", "demo"}
+    assert {"python", "demo"} <= set(plugins_json(site))  # with every other installed plugin
     assert set(plugins_json(site, ORT_PLUGINS="ort-demo")) == {"demo"}
     assert set(plugins_json(site, ORT_PLUGINS="ort-demo, ort-python")) == {"demo", "python"}
 
@@ -117,7 +117,9 @@ def test_ort_plugins_naming_an_unknown_distribution_fails(site: Path) -> None:
 def test_disabled_plugin_is_hidden(site: Path, blocked: str) -> None:
     install(site, "ort-demo", "demo", "ort_demo_plugin", DEMO_PLUGIN)
 
-    assert set(plugins_json(site, ORT_DISABLE_PLUGINS=blocked)) == {"demo"}
+    loaded = set(plugins_json(site, ORT_DISABLE_PLUGINS=blocked))
+    assert "demo" in loaded
+    assert "python" not in loaded
 
 
 def test_plugin_failing_at_import_names_itself_and_its_distribution(site: Path) -> None:

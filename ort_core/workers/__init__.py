@@ -1,0 +1,1 @@
+"""What every out-of-process bridge shares: the worker protocol, the process, the restart."""

@@ -1,0 +1,106 @@
+"""The bridge every persistent worker shares: start once, invoke over the protocol, restart.
+
+A language plugin gives the command that starts its worker; this class does the rest. A
+worker that dies fails only the invocation in flight (``Runtime.ExitError``) and the next
+invocation starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ort_core.config import FunctionConfig
+from ort_core.context import Context
+from ort_core.errors import FunctionError
+from ort_core.pipeline import JSONBytes
+from ort_core.workers.process import Worker, WorkerExited, error_from_body
+
+
+def context_header(context: Context) -> dict[str, Any]:
+    """The context as the worker protocol carries it (camelCase, as Lambda's Node runtime)."""
+    client_context = context.client_context
+    return {
+        "awsRequestId": context.aws_request_id,
+        "deadlineMs": context.deadline_ms,
+        "invokedFunctionArn": context.invoked_function_arn,
+        "functionName": context.function_name,
+        "functionVersion": context.function_version,
+        "memoryLimitInMB": context.memory_limit_in_mb,
+        "logGroupName": context.log_group_name,
+        "logStreamName": context.log_stream_name,
+        "traceId": context.trace_id,
+        "tenantId": context.tenant_id,
+        "identity": {
+            "cognitoIdentityId": context.identity.cognito_identity_id,
+            "cognitoIdentityPoolId": context.identity.cognito_identity_pool_id,
+        },
+        "clientContext": client_context.raw if client_context is not None else None,
+    }
+
+
+class WorkerBridge:
+    """Runs a handler in a persistent worker process started by ``command``."""
+
+    def __init__(
+        self,
+        language: str,
+        command: Sequence[str],
+        config: FunctionConfig,
+        env: Mapping[str, str] | None = None,
+        ready_timeout: float = 10.0,
+    ) -> None:
+        import os
+
+        self.language = language
+        self.command = list(command)
+        self.config = config
+        self.env = {
+            **os.environ,
+            **(env or {}),
+            "_HANDLER": config.handler,
+            "LAMBDA_TASK_ROOT": config.task_root,
+        }
+        self.ready_timeout = ready_timeout
+        self.worker: Worker | None = None
+
+    def start(self) -> None:
+        self.worker = self._start_worker()
+
+    def _start_worker(self) -> Worker:
+        worker = Worker(self.command, self.env, cwd=self.config.task_root, log_name=self.language)
+        worker.wait_ready(self.ready_timeout)
+        return worker
+
+    def invoke(self, event: Any, context: Context) -> Any:
+        if self.worker is None or not self.worker.alive:
+            self.stop()
+            self.worker = self._start_worker()  # its init error is this invocation's error
+        header = {
+            "type": "invoke",
+            "id": context.aws_request_id,
+            "context": context_header(context),
+        }
+        body = event if isinstance(event, JSONBytes) else json.dumps(event).encode()
+        try:
+            answer, payload = self.worker.invoke(header, body)
+        except WorkerExited as exc:
+            self.stop()
+            raise FunctionError(
+                "Runtime.ExitError",
+                f"RequestId: {context.aws_request_id} Error: Runtime exited with error: {exc}",
+            ) from None
+        if answer.get("type") != "result":
+            self.stop()
+            raise FunctionError(
+                "Runtime.ExitError", f"the {self.language} worker answered {answer['type']!r}"
+            )
+        if not answer.get("ok"):
+            raise error_from_body(payload)
+        return JSONBytes(payload)
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None

@@ -1,0 +1,200 @@
+"""One language worker process: spawned, connected on its own Unix socket, logged, stopped.
+
+The channel is a Unix socket that ORT listens on and names in ``ORT_WORKER_SOCKET``, never the
+worker's stdout or stderr: those are the function's log, forwarded line by line and tagged
+with the request id in flight.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+from ort_core.errors import FunctionError
+from ort_core.workers.protocol import ProtocolError, read_message, write_message
+
+_sockets = itertools.count()
+
+
+class WorkerExited(Exception):
+    """The worker ended (or broke the protocol) while ORT waited on it."""
+
+
+class Worker:
+    """A started worker. ``wait_ready`` raises FunctionError with the worker's init error."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str | None = None,
+        log_name: str = "worker",
+    ) -> None:
+        self.command = list(command)
+        self.log = logging.getLogger(log_name)
+        self.socket_path = os.path.join(
+            os.environ.get("TMPDIR", "/tmp"), f"ort-{os.getpid()}-{next(_sockets)}.sock"
+        )
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+        self._listener.listen(1)
+        self.channel: socket.socket | None = None
+        self._reader: IO[bytes] | None = None
+        self._stderr_tail: list[str] = []
+        try:
+            self.process = subprocess.Popen(
+                self.command,
+                env={**env, "ORT_WORKER_SOCKET": self.socket_path},
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )  # in ORT's process group: whoever stops ORT's group stops its workers too
+        except OSError as exc:
+            self._close_listener()
+            raise FunctionError(
+                "Runtime.InvalidEntrypoint", f"cannot start {self.command[0]!r}: {exc}"
+            ) from None
+        self._log_threads = [
+            threading.Thread(target=self._forward, args=(stream, level), daemon=True)
+            for stream, level in (
+                (self.process.stdout, logging.INFO),
+                (self.process.stderr, logging.ERROR),
+            )
+        ]
+        for thread in self._log_threads:
+            thread.start()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Accept the worker's connection and its first message: ``ready`` or ``init_error``."""
+        deadline = time.monotonic() + timeout
+        try:
+            while self.channel is None:
+                if self.process.poll() is not None:
+                    raise self._init_failure(f"exited with {self.exit_description()}")
+                if time.monotonic() > deadline:
+                    raise self._init_failure(f"did not connect within {timeout:.0f} s")
+                if select.select([self._listener], [], [], 0.05)[0]:
+                    self.channel, _ = self._listener.accept()
+            self._close_listener()
+            self.channel.settimeout(max(0.0, deadline - time.monotonic()))
+            self._reader = self.channel.makefile("rb")
+            try:
+                header, body = read_message(self._reader)
+            except (ProtocolError, OSError) as exc:
+                self.process.poll()
+                raise self._init_failure(f"{exc} ({self.exit_description()})") from None
+            self.channel.settimeout(None)
+        except FunctionError:
+            self.stop()
+            raise
+        if header["type"] == "init_error":
+            self.stop()
+            raise error_from_body(body, "Runtime.InitError")
+        if header["type"] != "ready":
+            self.stop()
+            raise self._init_failure(f"sent {header['type']!r} before 'ready'")
+
+    def invoke(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+        """One request and its answer; WorkerExited when the worker ends meanwhile."""
+        if self.channel is None or self._reader is None:
+            raise WorkerExited("the worker is not connected")
+        try:
+            write_message(self.channel, header, body)
+            return read_message(self._reader)
+        except (ProtocolError, OSError) as exc:
+            try:
+                self.process.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+            raise WorkerExited(
+                self.exit_description() if self.process.returncode is not None else str(exc)
+            ) from None
+
+    @property
+    def alive(self) -> bool:
+        return self.channel is not None and self.process.poll() is None
+
+    def exit_description(self) -> str:
+        code = self.process.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            return f"signal: {signal.Signals(-code).name.lower().removeprefix('sig')}"
+        return f"exit status {code}"
+
+    def stop(self, grace: float = 1.0) -> None:
+        """SIGTERM the worker, SIGKILL it after ``grace``; reap it and close every descriptor."""
+        self._close_listener()
+        if self.channel is not None:
+            self.channel.close()
+        if self._reader is not None:
+            self._reader.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for thread in self._log_threads:
+            thread.join(timeout=1)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _forward(self, stream: IO[bytes], level: int) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            if level == logging.ERROR:
+                self._stderr_tail = [*self._stderr_tail[-19:], line]
+            self.log.log(level, "%s", line)
+
+    def _init_failure(self, what: str) -> FunctionError:
+        for thread in self._log_threads:
+            thread.join(timeout=0.2)
+        tail = "\n".join(self._stderr_tail[-10:])
+        return FunctionError(
+            "Runtime.ExitError" if self.process.returncode is not None else "Runtime.InitError",
+            f"the {self.log.name} worker {what}"
+            + (f"; its stderr ends with:\n{tail}" if tail else ""),
+        )
+
+    def _close_listener(self) -> None:
+        if self._listener.fileno() != -1:
+            self._listener.close()
+            try:
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
+
+
+def error_from_body(body: bytes, default_type: str = "Error") -> FunctionError:
+    """The FunctionError a worker's ``{"errorType", "errorMessage", "stackTrace"}`` describes."""
+    try:
+        error = json.loads(body)
+    except ValueError:
+        return FunctionError(default_type, body[:2000].decode(errors="replace"))
+    if not isinstance(error, dict):
+        return FunctionError(default_type, str(error))
+    trace = error.get("stackTrace") or []
+    return FunctionError(
+        str(error.get("errorType") or default_type),
+        str(error.get("errorMessage") or ""),
+        [str(line) for line in trace] if isinstance(trace, list) else [str(trace)],
+    )

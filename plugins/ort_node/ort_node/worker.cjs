@@ -1,0 +1,226 @@
+'use strict';
+// ORT's Node.js worker: loads the handler as Lambda's Node runtime does, then serves ORT's
+// worker protocol (docs/worker-protocol.md) on the Unix socket named in ORT_WORKER_SOCKET.
+// stdout and stderr stay the function's: ORT tags their lines with the request id.
+
+const fs = require('node:fs');
+const net = require('node:net');
+const path = require('node:path');
+const { pathToFileURL } = require('node:url');
+
+const EXTENSIONS = ['', '.js', '.mjs', '.cjs'];
+
+class WorkerError extends Error {
+  constructor(type, message) {
+    super(message);
+    this.name = type;
+  }
+}
+
+// -- the protocol ------------------------------------------------------------------------
+
+function send(socket, header, body = Buffer.alloc(0)) {
+  const head = Buffer.from(JSON.stringify(header));
+  const prefix = Buffer.alloc(4);
+  prefix.writeUInt32BE(head.length);
+  const bodyPrefix = Buffer.alloc(4);
+  bodyPrefix.writeUInt32BE(body.length);
+  socket.write(Buffer.concat([prefix, head, bodyPrefix, body]));
+}
+
+function describe(error) {
+  if (error instanceof Error) {
+    return {
+      errorType: error.name || error.constructor.name,
+      errorMessage: error.message,
+      stackTrace: String(error.stack || '').split('\n').slice(1).map((line) => line.trim()),
+    };
+  }
+  return { errorType: typeof error, errorMessage: String(error), stackTrace: [] };
+}
+
+function messages(socket, onMessage) {
+  let buffer = Buffer.alloc(0);
+  socket.on('data', (chunk) => {
+    buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
+    for (;;) {
+      if (buffer.length < 4) return;
+      const headLength = buffer.readUInt32BE(0);
+      if (buffer.length < 8 + headLength) return;
+      const bodyLength = buffer.readUInt32BE(4 + headLength);
+      const end = 8 + headLength + bodyLength;
+      if (buffer.length < end) return;
+      const header = JSON.parse(buffer.subarray(4, 4 + headLength).toString());
+      const body = buffer.subarray(8 + headLength, end);
+      buffer = buffer.subarray(end);
+      onMessage(header, body);
+    }
+  });
+}
+
+// -- loading the handler, the way Lambda's Node runtime does ----------------------------------
+
+function nearestPackageType(directory) {
+  for (let dir = directory; ; dir = path.dirname(dir)) {
+    const file = path.join(dir, 'package.json');
+    if (fs.existsSync(file)) {
+      try {
+        return JSON.parse(fs.readFileSync(file, 'utf8')).type;
+      } catch {
+        return undefined;
+      }
+    }
+    if (path.dirname(dir) === dir) return undefined;
+  }
+}
+
+async function loadModule(file) {
+  const esm = file.endsWith('.mjs') ||
+    (file.endsWith('.js') && nearestPackageType(path.dirname(file)) === 'module');
+  if (esm) return import(pathToFileURL(file).href);
+  try {
+    return require(file);
+  } catch (error) {
+    if (error.code === 'ERR_REQUIRE_ESM' || error.code === 'ERR_REQUIRE_ASYNC_MODULE') {
+      return import(pathToFileURL(file).href);
+    }
+    throw error;
+  }
+}
+
+async function loadHandler(taskRoot, handlerString) {
+  if (!handlerString) throw new WorkerError('Runtime.MalformedHandlerName', 'No handler: set _HANDLER');
+  if (handlerString.includes('..')) {
+    throw new WorkerError(
+      'Runtime.MalformedHandlerName',
+      "'../' not allowed in handler name. Relative paths are not supported.",
+    );
+  }
+  const slash = handlerString.lastIndexOf('/');
+  const directory = handlerString.slice(0, slash + 1);
+  const [moduleName, ...names] = handlerString.slice(slash + 1).split('.');
+  if (!moduleName || names.length === 0) {
+    throw new WorkerError('Runtime.MalformedHandlerName', `Bad handler ${handlerString}`);
+  }
+  const base = path.resolve(taskRoot, directory, moduleName);
+  const file = EXTENSIONS.map((extension) => base + extension).find((candidate) => {
+    try {
+      return fs.statSync(candidate).isFile();
+    } catch {
+      return false;
+    }
+  });
+  if (!file) {
+    throw new WorkerError(
+      'Runtime.ImportModuleError',
+      `Error: Cannot find module '${directory}${moduleName}'`,
+    );
+  }
+  let loaded;
+  try {
+    loaded = await loadModule(file);
+  } catch (error) {
+    if (error instanceof SyntaxError) {
+      throw Object.assign(new WorkerError('Runtime.UserCodeSyntaxError', `${error.name}: ${error.message}`), { stack: error.stack });
+    }
+    if (error.code === 'MODULE_NOT_FOUND' || error.code === 'ERR_MODULE_NOT_FOUND') {
+      throw Object.assign(new WorkerError('Runtime.ImportModuleError', `Error: ${error.message}`), { stack: error.stack });
+    }
+    throw error;
+  }
+  let handler = loaded;
+  for (const name of names) handler = handler == null ? undefined : handler[name];
+  if (typeof handler !== 'function') {
+    throw new WorkerError(
+      'Runtime.HandlerNotFound',
+      `${directory}${moduleName}.${names.join('.')} is undefined or not exported`,
+    );
+  }
+  return handler;
+}
+
+// -- invoking it ------------------------------------------------------------------------------
+
+function makeContext(fields) {
+  return {
+    ...fields,
+    callbackWaitsForEmptyEventLoop: true,
+    getRemainingTimeInMillis: () => Math.max(0, fields.deadlineMs - Date.now()),
+  };
+}
+
+function callHandler(handler, event, context) {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const callback = (error, result) => {
+      if (settled) return;
+      settled = true;
+      if (error !== null && error !== undefined) reject(error);
+      else resolve(result);
+    };
+    let returned;
+    try {
+      returned = handler(event, context, callback);
+    } catch (error) {
+      callback(error);
+      return;
+    }
+    if (returned && typeof returned.then === 'function') {
+      returned.then((value) => callback(null, value), (error) => callback(error));
+    } else if (handler.length < 3) {
+      callback(null, returned);
+    }
+  });
+}
+
+async function main() {
+  const socket = net.connect(process.env.ORT_WORKER_SOCKET);
+  await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  let handler;
+  try {
+    handler = await loadHandler(process.env.LAMBDA_TASK_ROOT || process.cwd(), process.env._HANDLER);
+  } catch (error) {
+    send(socket, { type: 'init_error' }, Buffer.from(JSON.stringify(describe(error))));
+    socket.end(() => process.exit(1));
+    return;
+  }
+
+  let inFlight = null;
+  const fail = (error) => {
+    // An uncaught exception or rejection ends the worker, as on Lambda; the invocation in
+    // flight gets the error first.
+    if (inFlight !== null) {
+      send(socket, { type: 'result', id: inFlight, ok: false }, Buffer.from(JSON.stringify(describe(error))));
+      inFlight = null;
+    } else {
+      console.error(error);
+    }
+    socket.end(() => process.exit(129));
+  };
+  process.on('uncaughtException', fail);
+  process.on('unhandledRejection', fail);
+
+  messages(socket, async (header, body) => {
+    if (header.type !== 'invoke') return;
+    inFlight = header.id;
+    let answer;
+    try {
+      const event = JSON.parse(body.toString());
+      const result = await callHandler(handler, event, makeContext(header.context));
+      answer = [true, Buffer.from(JSON.stringify(result === undefined ? null : result))];
+    } catch (error) {
+      answer = [false, Buffer.from(JSON.stringify(describe(error)))];
+    }
+    if (inFlight === header.id) {
+      inFlight = null;
+      send(socket, { type: 'result', id: header.id, ok: answer[0] }, answer[1]);
+    }
+  });
+  socket.on('close', () => process.exit(0));
+  send(socket, { type: 'ready' });
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
