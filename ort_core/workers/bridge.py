@@ -96,6 +96,8 @@ class WorkerBridge:
             raise FunctionError(
                 "Runtime.ExitError", f"the {self.language} worker answered {answer['type']!r}"
             )
+        if answer.get("exiting"):  # the worker cannot go on: the next event gets a fresh one
+            self.stop()
         if not answer.get("ok"):
             raise error_from_body(payload)
         return JSONBytes(payload)

