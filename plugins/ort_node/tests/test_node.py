@@ -67,7 +67,7 @@ ECHO = "exports.handler = async (event, context) => ({event, id: context.awsRequ
         ),
         (
             {
-                "lib/deep/mod.js": "exports.api = {v1: {get: async (event) => ({event, id: 'req-1'})}};"
+                "lib/deep/mod.js": "exports.api = {v1: {get: async (e) => ({event: e, id: 'req-1'})}};"
             },
             "lib/deep/mod.api.v1.get",
         ),
@@ -84,8 +84,8 @@ def test_promise_callback_and_sync_handlers(node_function):
     pipeline = node_function(
         {
             "h.js": """
-            exports.promise = (event) => new Promise((resolve) => setTimeout(() => resolve('p'), 5));
-            exports.callback = (event, context, callback) => setTimeout(() => callback(null, 'cb'), 5);
+            exports.promise = () => new Promise((resolve) => setTimeout(() => resolve('p'), 5));
+            exports.callback = (event, context, done) => setTimeout(() => done(null, 'cb'), 5);
             exports.failing = (event, context, callback) => callback(new TypeError('bad input'));
             exports.sync = () => 'sync';
             exports.nothing = async () => {};
@@ -126,7 +126,9 @@ def test_a_thrown_error_has_its_type_message_and_stack(node_function):
     pipeline = node_function(
         {
             "boom.js": """
-            class OrderError extends Error { constructor(m) { super(m); this.name = 'OrderError'; } }
+            class OrderError extends Error {
+              constructor(m) { super(m); this.name = 'OrderError'; }
+            }
             exports.handler = async () => { throw new OrderError('order 7 not found'); };
             """
         },
