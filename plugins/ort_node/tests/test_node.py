@@ -67,7 +67,7 @@ ECHO = "exports.handler = async (event, context) => ({event, id: context.awsRequ
         ),
         (
             {
-                "lib/deep/mod.js": "exports.api = {v1: {get: async (e) => ({event: e, id: 'req-1'})}};"
+                "lib/deep/mod.js": "exports.api = {v1: {get: async (e) => ({event: e, id: 'req-1'})}}",
             },
             "lib/deep/mod.api.v1.get",
         ),
