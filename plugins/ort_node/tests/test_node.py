@@ -46,6 +46,7 @@ def start_error(node_function, files, handler) -> FunctionError:
     return raised.value
 
 
+NESTED = "exports.api = {v1: {get: async (e) => ({event: e, id: 'req-1'})}}"
 ECHO = "exports.handler = async (event, context) => ({event, id: context.awsRequestId});\n"
 
 
@@ -67,7 +68,7 @@ ECHO = "exports.handler = async (event, context) => ({event, id: context.awsRequ
         ),
         (
             {
-                "lib/deep/mod.js": "exports.api = {v1: {get: async (e) => ({event: e, id: 'req-1'})}}",
+                "lib/deep/mod.js": NESTED,
             },
             "lib/deep/mod.api.v1.get",
         ),
