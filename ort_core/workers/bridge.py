@@ -8,14 +8,14 @@ invocation starts a fresh one.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from ort_core.config import FunctionConfig
 from ort_core.context import Context
 from ort_core.errors import FunctionError
 from ort_core.pipeline import JSONBytes
-from ort_core.workers.process import Worker, WorkerExited, error_from_body
+from ort_core.workers.process import Command, Worker, WorkerExited, error_from_body
 
 
 def context_header(context: Context) -> dict[str, Any]:
@@ -41,12 +41,13 @@ def context_header(context: Context) -> dict[str, Any]:
 
 
 class WorkerBridge:
-    """Runs a handler in a persistent worker process started by ``command``."""
+    """Runs a handler in a persistent worker process started by ``command``: an argument list,
+    or a function of the worker's socket path that returns one (see ``Worker``)."""
 
     def __init__(
         self,
         language: str,
-        command: Sequence[str],
+        command: Command,
         config: FunctionConfig,
         env: Mapping[str, str] | None = None,
         ready_timeout: float = 10.0,
@@ -54,7 +55,7 @@ class WorkerBridge:
         import os
 
         self.language = language
-        self.command = list(command)
+        self.command = command if callable(command) else list(command)
         self.config = config
         self.env = {
             **os.environ,
@@ -103,6 +104,6 @@ class WorkerBridge:
         return JSONBytes(payload)
 
     def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker = None
+        worker, self.worker = self.worker, None  # the watchdog may stop it from its thread
+        if worker is not None:
+            worker.stop()

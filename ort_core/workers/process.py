@@ -17,7 +17,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from ort_core.errors import FunctionError
@@ -30,21 +30,28 @@ class WorkerExited(Exception):
     """The worker ended (or broke the protocol) while ORT waited on it."""
 
 
+Command = Sequence[str] | Callable[[str], Sequence[str]]
+
+
 class Worker:
-    """A started worker. ``wait_ready`` raises FunctionError with the worker's init error."""
+    """A started worker. ``wait_ready`` raises FunctionError with the worker's init error.
+
+    ``command`` is the argument list, or a function of the socket path that returns it (for
+    workers whose sandbox must name the socket, such as Deno's ``--allow-net=unix:PATH``).
+    """
 
     def __init__(
         self,
-        command: Sequence[str],
+        command: Command,
         env: Mapping[str, str],
         cwd: str | None = None,
         log_name: str = "worker",
     ) -> None:
-        self.command = list(command)
         self.log = logging.getLogger(log_name)
         self.socket_path = os.path.join(
             os.environ.get("TMPDIR", "/tmp"), f"ort-{os.getpid()}-{next(_sockets)}.sock"
         )
+        self.command = list(command(self.socket_path) if callable(command) else command)
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.socket_path)
         os.chmod(self.socket_path, 0o600)
@@ -137,12 +144,17 @@ class Worker:
         return f"exit status {code}"
 
     def stop(self, grace: float = 1.0) -> None:
-        """SIGTERM the worker, SIGKILL it after ``grace``; reap it and close every descriptor."""
+        """SIGTERM the worker, SIGKILL it after ``grace``; reap it and close every descriptor.
+
+        Safe from another thread while ``invoke`` waits: shutting the socket down first
+        releases that wait.
+        """
         self._close_listener()
         if self.channel is not None:
-            self.channel.close()
-        if self._reader is not None:
-            self._reader.close()
+            try:
+                self.channel.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -150,6 +162,10 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._reader is not None:
+            self._reader.close()
+        if self.channel is not None:
+            self.channel.close()
         for thread in self._log_threads:
             thread.join(timeout=1)
         for stream in (self.process.stdout, self.process.stderr):

@@ -1,0 +1,156 @@
+"""Worker lifecycle in the core, with a real Node worker: logs, restarts, stops, no leaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PYTHON, clean_environ
+from runtime_api_peer import start_peer
+
+from ort_core import Context, FunctionConfig, FunctionError
+from ort_core.startup import start_function
+
+HANDLER = """
+exports.handler = async (event, context) => {
+  if (event.print) console.log(`from node ${context.awsRequestId}`);
+  if (event.warn) console.error('a warning');
+  if (event.exit) process.exit(event.exit);
+  if (event.sleep) await new Promise((resolve) => setTimeout(resolve, event.sleep));
+  return {pid: process.pid};
+};
+"""
+
+
+def children_of(pid: int) -> list[tuple[int, str]]:
+    """(pid, state) of the processes whose parent is ``pid``, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append((int(entry), fields[0]))
+    return found
+
+
+def gone(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not os.path.exists(f"/proc/{pid}"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def node_dir(tmp_path: Path) -> Path:
+    (tmp_path / "index.js").write_text(HANDLER)
+    return tmp_path
+
+
+def test_restarts_leak_no_descriptor_process_or_zombie(node_dir):
+    config = FunctionConfig(handler="index.handler", task_root=str(node_dir), language="node")
+    pipeline = start_function(config, {"ORT_PLUGINS": "ort-node"})
+
+    def invoke(event):
+        context = Context("req", int(time.time() * 1000) + 30_000, config)
+        return pipeline.invoke(json.dumps(event).encode(), context)
+
+    try:
+        invoke({})
+        descriptors = len(os.listdir("/proc/self/fd"))
+        pids = set()
+        for _ in range(5):
+            pids.add(json.loads(invoke({}))["pid"])
+            with pytest.raises(FunctionError, match="exit status 7"):
+                invoke({"exit": 7})
+        pids.add(json.loads(invoke({}))["pid"])
+        assert len(pids) == 6  # a fresh worker after each crash
+        assert len(os.listdir("/proc/self/fd")) == descriptors
+        assert [pid for pid, _ in children_of(os.getpid())] == [pipeline.bridge.worker.process.pid]
+    finally:
+        pipeline.close()
+    assert children_of(os.getpid()) == []  # nothing running, no zombie left
+
+
+def start_bootstrap(address: str, folder: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PYTHON, "-m", "ort_core", "bootstrap"],
+        env=clean_environ(
+            AWS_LAMBDA_RUNTIME_API=address,
+            _HANDLER="index.handler",
+            LAMBDA_TASK_ROOT=str(folder),
+            ORT_PLUGINS="ort-node",
+        ),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_worker_output_is_logged_line_by_line_with_the_request_id(node_dir, tmp_path, peer):
+    log = tmp_path / "runtime.log"
+    runtime = start_bootstrap(peer.address, node_dir, log)
+    try:
+        result = peer.invoke({"print": True, "warn": True})
+        assert result.kind == "response"
+        deadline = time.monotonic() + 5
+        while "a warning" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lines = log.read_text().splitlines()
+        printed = next(line for line in lines if "from node" in line)
+        level, _, tagged_id, message = printed.split("\t")
+        assert level == "[INFO]"
+        assert message == f"from node {tagged_id}"  # the id the handler saw is the tag
+        warned = next(line for line in lines if "a warning" in line)
+        assert warned.startswith("[ERROR]\t") and warned.endswith(f"\t{tagged_id}\ta warning")
+    finally:
+        runtime.kill()
+        runtime.wait()
+
+
+def test_sigterm_stops_the_runtime_and_its_worker(node_dir, tmp_path, peer):
+    runtime = start_bootstrap(peer.address, node_dir, tmp_path / "runtime.log")
+    try:
+        worker_pid = peer.invoke({}).json()["pid"]
+        runtime.send_signal(signal.SIGTERM)
+        assert runtime.wait(timeout=10) == 0
+        assert gone(worker_pid)
+    finally:
+        runtime.kill()
+        runtime.wait()
+
+
+def test_a_timeout_answers_in_time_and_stops_the_worker(node_dir, tmp_path):
+    peer = start_peer(deadline_ms=600)
+    runtime = start_bootstrap(peer.address, node_dir, tmp_path / "runtime.log")
+    try:
+        worker_pid = peer.invoke({}).json()["pid"]
+        started = time.monotonic()
+        result = peer.invoke({"sleep": 30_000})
+        assert time.monotonic() - started < 5
+        assert result.json()["errorType"] == "Sandbox.Timedout"
+        assert runtime.wait(timeout=10) == 1
+        assert gone(worker_pid)
+    finally:
+        runtime.kill()
+        runtime.wait()
+        peer.close()
+
+
+def test_a_worker_init_error_reaches_init_error(node_dir, tmp_path, peer):
+    (node_dir / "index.js").write_text("exports.other = () => 1;\n")
+    runtime = start_bootstrap(peer.address, node_dir, tmp_path / "runtime.log")
+    assert runtime.wait(timeout=30) == 1
+    [init_error] = peer.init_errors
+    assert init_error.headers["Lambda-Runtime-Function-Error-Type"] == "Runtime.HandlerNotFound"
+    assert children_of(runtime.pid) == []
