@@ -46,6 +46,7 @@ def _run_command(args: list[str]) -> int:
     emulate.add_argument("--port", type=int, default=8080, help="invoke port (default 8080)")
     emulate.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     emulate.add_argument("--handler", help="sets _HANDLER for the runtime")
+    emulate.add_argument("--language", help="sets ORT_LANGUAGE (python, node, deno...)")
     emulate.add_argument(
         "--timeout",
         type=float,
@@ -61,6 +62,9 @@ def _run_command(args: list[str]) -> int:
         "error, printing Lambda's error JSON.",
     )
     invoke.add_argument("--handler", required=True, help="e.g. app.handler")
+    invoke.add_argument(
+        "--language", help="python, node, deno... (default $ORT_LANGUAGE, else found by file)"
+    )
     invoke.add_argument(
         "--event", default=None, metavar="FILE", help="JSON event file, '-' for stdin (default {})"
     )
@@ -99,6 +103,8 @@ def _emulate(options: argparse.Namespace) -> int:
     env = dict(os.environ)
     if options.handler:
         env["_HANDLER"] = options.handler
+    if options.language:
+        env["ORT_LANGUAGE"] = options.language
     if options.timeout:
         env["AWS_LAMBDA_FUNCTION_TIMEOUT"] = str(options.timeout)
     emulator = Emulator(command, env, host=options.host, port=options.port)
@@ -137,6 +143,8 @@ def _invoke(options: argparse.Namespace) -> int:
         body = b"{}"
     output, sys.stdout = sys.stdout, sys.stderr  # the function's prints must not mix in
     env = with_lambda_defaults(os.environ)
+    if options.language:
+        env["ORT_LANGUAGE"] = options.language
     setup_function_logging(env)
     config = FunctionConfig.from_environ(env, handler=options.handler)
     request_id = str(uuid.uuid4())

@@ -60,3 +60,10 @@ def test_core_and_python_plugin_install_and_run_alone(tmp_path):
         ["launch_language"],
     )
     assert (venv / "bin" / "bootstrap").is_file()
+    subpackages = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import ort_core.workers.bridge"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert subpackages.returncode == 0, subpackages.stderr  # every subpackage is in the wheel

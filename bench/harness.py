@@ -1,0 +1,137 @@
+"""What every benchmark here shares: runtimes under one minimal Runtime API on 127.0.0.1.
+
+A *runtime* is a command and an environment. Each cold start gets its own Runtime API (a
+killed runtime's pending ``/next`` must not take the next run's event); warm invocations run
+on one process. Cold starts of all runtimes are interleaved, one of each per round, so that
+drift in the machine's load weighs on each alike.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from runtime_api_peer import start_peer  # noqa: E402
+
+
+@dataclass
+class Runtime:
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    reference: str | None = None  # the name of the row this one is compared with
+
+
+def base_environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ORT_", "_HANDLER"))}
+    env.update(extra)
+    return env
+
+
+def cold_start(runtime: Runtime, event: object) -> tuple[float, float]:
+    """Milliseconds from spawn to the first /next and to the first response."""
+    peer = start_peer()
+    seen_next = threading.Event()
+    original_get = peer.events.get
+
+    def get(*args: object, **kwargs: object) -> object:
+        seen_next.set()
+        return original_get(*args, **kwargs)
+
+    peer.events.get = get  # type: ignore[method-assign]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        runtime.command,
+        env={**runtime.env, "AWS_LAMBDA_RUNTIME_API": peer.address},
+        cwd=runtime.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        if not seen_next.wait(60):
+            raise RuntimeError(f"{runtime.name} never asked for an event")
+        to_next = (time.perf_counter() - started) * 1000
+        result = peer.invoke(event, timeout=60)
+        if result.kind != "response":
+            raise RuntimeError(f"{runtime.name} failed: {result.body[:300]!r}")
+        return to_next, (time.perf_counter() - started) * 1000
+    finally:
+        process.kill()
+        process.wait()
+        peer.close()
+
+
+def warm_latencies(runtime: Runtime, event: object, invocations: int) -> list[float]:
+    """Sorted round trips, in milliseconds, of ``invocations`` events on one process."""
+    peer = start_peer()
+    process = subprocess.Popen(
+        runtime.command,
+        env={**runtime.env, "AWS_LAMBDA_RUNTIME_API": peer.address},
+        cwd=runtime.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        peer.invoke(event, timeout=60)
+        latencies = []
+        for _ in range(invocations):
+            started = time.perf_counter()
+            result = peer.invoke(event, timeout=60)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if result.kind != "response":
+                raise RuntimeError(f"{runtime.name} failed: {result.body[:300]!r}")
+        return sorted(latencies)
+    finally:
+        process.kill()
+        process.wait()
+        peer.close()
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
+
+
+def measure_cold_starts(
+    runtimes: list[Runtime], event: object, runs: int
+) -> dict[str, dict[str, float]]:
+    samples: dict[str, list[tuple[float, float]]] = {runtime.name: [] for runtime in runtimes}
+    for _ in range(runs):
+        for runtime in runtimes:
+            samples[runtime.name].append(cold_start(runtime, event))
+    return {
+        name: {
+            "cold: first /next (ms)": statistics.median(s[0] for s in values),
+            "cold: first response (ms)": statistics.median(s[1] for s in values),
+        }
+        for name, values in samples.items()
+    }
+
+
+def print_table(rows: dict[str, dict[str, float]], runtimes: list[Runtime]) -> str:
+    """A markdown table with each row's ratio to its reference; returns it, printed."""
+    by_name = {runtime.name: runtime for runtime in runtimes}
+    metrics = list(next(iter(rows.values())))
+    lines = [
+        "| runtime | " + " | ".join(metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    for name, row in rows.items():
+        reference = rows.get(by_name[name].reference or name, row)
+        cells = [
+            f"{row[m]:.2f} ({row[m] / reference[m]:.2f}x)" if reference[m] else f"{row[m]:.2f}"
+            for m in metrics
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print(table)
+    return table
