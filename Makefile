@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PLUGINS := ./plugins/ort_python ./plugins/ort_node ./plugins/ort_deno
+PLUGINS_WITH_EXTRAS := ./plugins/ort_python './plugins/ort_node[node]' './plugins/ort_deno[deno]'
 
 .PHONY: install demo test lint bench clean
 
@@ -31,6 +33,7 @@ BENCH_VENV ?= .venv-bench
 bench:
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps . ./plugins/ort_python
-	$(BENCH_VENV)/bin/python -m pip install --quiet . ./plugins/ort_python awslambdaric
-	$(BENCH_VENV)/bin/python bench/cold_start.py
+	$(BENCH_VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps . $(PLUGINS)
+	$(BENCH_VENV)/bin/python -m pip install --quiet . $(PLUGINS_WITH_EXTRAS) awslambdaric
+	cd bench && ../$(BENCH_VENV)/bin/python cold_start.py
+	cd bench && ../$(BENCH_VENV)/bin/python bridges.py

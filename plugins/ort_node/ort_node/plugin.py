@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 
+from typing import TYPE_CHECKING
+
 from ort_core import FunctionConfig, FunctionError, hookimpl
-from ort_core.workers.bridge import WorkerBridge
+
+if TYPE_CHECKING:
+    from ort_core.workers.bridge import WorkerBridge
 
 WORKER = os.path.join(os.path.dirname(__file__), "worker.cjs")
 EXTENSIONS = ("", ".js", ".mjs", ".cjs")
@@ -18,6 +22,8 @@ def launch_language(config: FunctionConfig) -> WorkerBridge | None:
         return None
     if config.language is None and handler_file(config) is None:
         return None
+    from ort_core.workers.bridge import WorkerBridge  # only functions in Node pay for it
+
     return WorkerBridge("node", [node_binary(), WORKER], config)
 
 
