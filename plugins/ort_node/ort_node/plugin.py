@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-
 from typing import TYPE_CHECKING
 
 from ort_core import FunctionConfig, FunctionError, hookimpl
