@@ -57,7 +57,7 @@ def runtimes(folder: str, languages: set[str]) -> list[Runtime]:
         )
         return Runtime(name, command, env, folder, name)
 
-    from ort_node.plugin import node_binary
+    from ort_node.launch import node_binary
 
     deno = "deno"
     if "deno" in languages:

@@ -32,7 +32,9 @@ HANDLER = "def handler(event, context):\n    return {'ok': True, 'event': event}
 
 def runtimes(folder: str) -> list[Runtime]:
     env = base_environment(
-        _HANDLER="app.handler", LAMBDA_TASK_ROOT=folder, PYTHONPATH=folder,
+        _HANDLER="app.handler",
+        LAMBDA_TASK_ROOT=folder,
+        PYTHONPATH=folder,
         ORT_PYTHON=sys.executable,
     )
     bootstrap = [str(ROOT / "bin" / "bootstrap")]
@@ -40,8 +42,13 @@ def runtimes(folder: str) -> list[Runtime]:
     return [
         Runtime(reference, [sys.executable, "-m", "awslambdaric", "app.handler"], env, folder),
         Runtime("ORT bin/bootstrap", bootstrap, env, folder, reference),
-        Runtime("ORT bin/bootstrap, ORT_PLUGINS=ort-python", bootstrap,
-                {**env, "ORT_PLUGINS": "ort-python"}, folder, reference),
+        Runtime(
+            "ORT bin/bootstrap, ORT_PLUGINS=ort-python",
+            bootstrap,
+            {**env, "ORT_PLUGINS": "ort-python"},
+            folder,
+            reference,
+        ),
     ]
 
 
@@ -50,19 +57,23 @@ def import_self_ms(runtime: Runtime) -> float:
     peer = start_peer()
     process = subprocess.Popen(
         runtime.command,
-        env={**runtime.env, "AWS_LAMBDA_RUNTIME_API": peer.address,
-             "PYTHONPROFILEIMPORTTIME": "1"},
-        cwd=runtime.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**runtime.env, "AWS_LAMBDA_RUNTIME_API": peer.address, "PYTHONPROFILEIMPORTTIME": "1"},
+        cwd=runtime.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     peer.invoke({"n": 0})
     process.kill()
     _, err = process.communicate()
     peer.close()
-    return sum(
-        int(line.split(":")[1].split("|")[0])
-        for line in err.decode().splitlines()
-        if line.startswith("import time:") and "self [us]" not in line
-    ) / 1000
+    return (
+        sum(
+            int(line.split(":")[1].split("|")[0])
+            for line in err.decode().splitlines()
+            if line.startswith("import time:") and "self [us]" not in line
+        )
+        / 1000
+    )
 
 
 def main() -> None:
@@ -77,14 +88,20 @@ def main() -> None:
     rows = measure_cold_starts(selected, {"n": 0}, options.runs)
     for runtime in selected:
         warm = warm_latencies(runtime, {"n": 1}, options.invocations)
-        rows[runtime.name].update({
-            "imports, self sum (ms)": statistics.median(import_self_ms(runtime) for _ in range(5)),
-            "warm p50 (ms)": percentile(warm, 0.5),
-            "warm p99 (ms)": percentile(warm, 0.99),
-        })
+        rows[runtime.name].update(
+            {
+                "imports, self sum (ms)": statistics.median(
+                    import_self_ms(runtime) for _ in range(5)
+                ),
+                "warm p50 (ms)": percentile(warm, 0.5),
+                "warm p99 (ms)": percentile(warm, 0.99),
+            }
+        )
     print_table(rows, selected)
-    print(f"\nmedians of {options.runs} interleaved cold starts, {options.invocations} warm "
-          f"invocations; python {sys.version.split()[0]}")
+    print(
+        f"\nmedians of {options.runs} interleaved cold starts, {options.invocations} warm "
+        f"invocations; python {sys.version.split()[0]}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,24 +1,15 @@
-"""``ort bootstrap``: the Lambda Runtime API loop, ORT's front end on AWS Lambda.
+"""``ort bootstrap``: ORT's front end on AWS Lambda, and its cold-start path.
 
-This module is the cold-start path: it imports only what the loop uses.
+It starts the language worker (if any) first, so that it boots while ORT imports the rest
+(:mod:`ort_core.lambda_loop`); nothing else is imported before that.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 import sys
 
-from ort_core.config import FunctionConfig
-from ort_core.context import Context
-from ort_core.errors import FunctionError
-from ort_core.logs import set_request_id, setup_function_logging
-from ort_core.runtime_api import RuntimeAPI, RuntimeAPIError
-from ort_core.startup import start_function
-
-log = logging.getLogger("ort")
-RESPONSE_TOO_LARGE = 413
+from ort_core.workers.prelaunch import start_early
 
 
 def main(environ: dict[str, str] | None = None) -> int:
@@ -31,76 +22,10 @@ def main(environ: dict[str, str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    # Lambda's stdout is a pipe: without this, prints would wait for a full buffer.
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    setup_function_logging(env)
-    try:
-        api = RuntimeAPI(address)
-        return run(api, FunctionConfig.from_environ(env), env)
-    except RuntimeAPIError as exc:
-        print(f"ort bootstrap: {exc}", file=sys.stderr)
-        return 1
+    start_early(env)
+    from ort_core.lambda_loop import serve
 
-
-def run(api: RuntimeAPI, config: FunctionConfig, env: dict[str, str]) -> int:
-    def send_timeout(error: FunctionError, context: Context) -> None:
-        """The handler is still running: answer for it, then end the sandbox as Lambda does."""
-        log_failure(error)
-        api.post_error(context.aws_request_id, error)
-        pipeline.close()
-        sys.stdout.flush()
-        os._exit(1)
-
-    try:
-        pipeline = start_function(config, env, on_expiry=send_timeout)
-    except FunctionError as error:
-        log_failure(error)
-        api.post_init_error(error)
-        return 1
-
-    def shut_down(signum: int, frame: object) -> None:
-        """SIGTERM from the platform: stop the workers, then leave."""
-        pipeline.close()
-        sys.stdout.flush()
-        os._exit(0)
-
-    signal.signal(signal.SIGTERM, shut_down)
-
-    while True:
-        invocation = api.next_invocation()
-        request_id = invocation.request_id
-        set_request_id(request_id)
-        trace_id = invocation.headers.get("lambda-runtime-trace-id")
-        if trace_id:
-            os.environ["_X_AMZN_TRACE_ID"] = trace_id
-        else:
-            os.environ.pop("_X_AMZN_TRACE_ID", None)
-        try:
-            context = Context.from_runtime_headers(invocation.headers, config)
-            body = pipeline.invoke(invocation.body, context)
-        except FunctionError as error:
-            log_failure(error)
-            api.post_error(request_id, error)
-            continue
-        if api.post_response(request_id, body) == RESPONSE_TOO_LARGE:
-            error = FunctionError(
-                "Function.ResponseSizeTooLarge",
-                f"Response payload size ({len(body)} bytes) exceeded maximum allowed "
-                "payload size (6291556 bytes).",
-            )
-            log_failure(error)
-            api.post_error(request_id, error)
-
-
-def log_failure(error: FunctionError) -> None:
-    trace = "".join(error.stack_trace)
-    log.error(
-        "%s: %s%s",
-        error.error_type,
-        error.message,
-        f"\nTraceback (most recent call last):\n{trace}" if trace else "",
-    )
+    return serve(address, dict(env))
 
 
 if __name__ == "__main__":

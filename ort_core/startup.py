@@ -10,6 +10,7 @@ from ort_core.context import Context
 from ort_core.errors import FunctionError
 from ort_core.pipeline import Pipeline
 from ort_core.plugins import Hooks, PluginLoadError, load_plugins
+from ort_core.workers.prelaunch import stop_unadopted
 
 if TYPE_CHECKING:
     from ort_core.bridge import Bridge
@@ -54,5 +55,8 @@ def launch_bridge(hooks: Hooks, config: FunctionConfig) -> Bridge:
             f"'{config.handler}' for {languages} in {config.task_root} "
             "(set ORT_LANGUAGE, and check `ort plugins`)",
         )
-    bridge.start()
+    try:
+        bridge.start()
+    finally:
+        stop_unadopted()  # a worker started early for a bridge that did not come
     return bridge

@@ -154,3 +154,18 @@ def test_a_worker_init_error_reaches_init_error(node_dir, tmp_path, peer):
     [init_error] = peer.init_errors
     assert init_error.headers["Lambda-Runtime-Function-Error-Type"] == "Runtime.HandlerNotFound"
     assert children_of(runtime.pid) == []
+
+
+def test_bootstrap_starts_the_worker_early_and_adopts_it(node_dir, tmp_path, peer):
+    """The worker spawned before ORT's imports is the one that serves: one load, one pid."""
+    loads = tmp_path / "loads.txt"
+    (node_dir / "index.js").write_text(
+        f"require('fs').appendFileSync({str(loads)!r}, process.pid + '\\n');\n" + HANDLER
+    )
+    runtime = start_bootstrap(peer.address, node_dir, tmp_path / "runtime.log")
+    try:
+        pid = peer.invoke({}).json()["pid"]
+        assert loads.read_text().split() == [str(pid)]
+    finally:
+        runtime.kill()
+        runtime.wait()

