@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml plugins/*/pyproject.toml
 	touch $@
 
 demo: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" examples/hello/demo.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" examples/demo.sh
 
 lint: install
 	$(BIN)/ruff check .

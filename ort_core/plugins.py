@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "ort"
 # Plugins that ship with ort-core, registered by module name (ORT_DISABLE_PLUGINS can block
 # them by the last part of the name). Keep them cheap to import: they are on every cold start.
-BUILTIN_PLUGINS: tuple[str, ...] = ()
+# pluggy asks the last registered first: with no language set, Scaleway's variables win over
+# an executable handler file, and both over installed plugins.
+BUILTIN_PLUGINS: tuple[str, ...] = ("ort_core.languages.executable", "ort_core.languages.scaleway")
 # Hooks ORT calls implementation by implementation: pluggy wrappers cannot take part.
 PLAIN_HOOKS = ("on_init", "before_event", "after_response", "on_error", "on_timeout")
 hookimpl = pluggy.HookimplMarker("ort")

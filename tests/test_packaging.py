@@ -53,7 +53,7 @@ def test_core_and_python_plugin_install_and_run_alone(tmp_path):
         text=True,
         timeout=60,
     )
-    [python] = json.loads(plugins.stdout)
+    [python] = [info for info in json.loads(plugins.stdout) if info["name"] == "python"]
     assert (python["name"], python["distribution"], python["hooks"]) == (
         "python",
         "ort-python",

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 EXECUTABLE = ("executable", "exec")
 INTERPRETERS: dict[str, tuple[str, ...]] = {
-    # PHP's errors and warnings go to stderr, never into the answer on stdout.
-    "php": ("php", "-d", "display_errors=stderr"),
+    # PHP's errors and warnings go to stderr (once), never into the answer on stdout.
+    "php": ("php", "-d", "display_errors=stderr", "-d", "log_errors=0"),
     "bash": ("bash",),
     "shell": ("bash",),
     "sh": ("sh",),
@@ -143,6 +143,7 @@ class ExecutableBridge:
         }
 
     def invoke(self, event: Any, context: Context) -> Any:
+        import errno
         import json
         import time
 
@@ -160,7 +161,7 @@ class ExecutableBridge:
                 log=LOG_NAME,
             )
         except OSError as exc:
-            hint = " (add a shebang line, e.g. #!/bin/sh)" if exc.errno == 8 else ""  # ENOEXEC
+            hint = " (add a shebang line, e.g. #!/bin/sh)" if exc.errno == errno.ENOEXEC else ""
             raise FunctionError(
                 "Runtime.InvalidEntrypoint",
                 f"cannot run {self.command[0]}: {exc.strerror or exc}{hint}",

@@ -20,8 +20,11 @@ def worker_spec(config: FunctionConfig) -> WorkerSpec | None:
     """The Node worker for this handler, or None when the handler is not Node's."""
     if config.language not in (None, "node", "nodejs"):
         return None
-    if config.language is None and handler_file(config) is None:
-        return None
+    if config.language is None:
+        found = handler_file(config)
+        # An extensionless file with the exec bit is an executable handler, not Node's.
+        if found is None or (not os.path.splitext(found)[1] and os.access(found, os.X_OK)):
+            return None
     return WorkerSpec("node", (node_binary(), WORKER))
 
 

@@ -1,0 +1,11 @@
+// A Scaleway function: called by the sub-runtime (server.js) with Scaleway's event and
+// context ({memoryLimitInMb, functionName, functionVersion}). An HTTP answer is
+// {statusCode, headers, body}.
+exports.handle = async (event, context) => ({
+  statusCode: 200,
+  headers: { 'Content-Type': 'application/json' },
+  body: JSON.stringify({
+    message: `Hello, ${(event && event.name) || 'world'}!`,
+    memoryLimitInMb: context.memoryLimitInMb,
+  }),
+});

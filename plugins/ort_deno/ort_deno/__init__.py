@@ -1,0 +1,1 @@
+"""ORT's Deno language plugin: TypeScript handlers on Deno, with least privilege."""

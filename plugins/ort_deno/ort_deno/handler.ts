@@ -1,0 +1,197 @@
+// Loading and calling a handler as Lambda's Node runtime does, shared by ORT's two Deno
+// front ends: worker.ts (one persistent process, ORT's worker protocol) and runner.ts (one
+// process per event). Loading problems carry Lambda's runtime error types.
+
+/** The handler module's extensions, in the order they are looked for (ort_deno/plugin.py). */
+export const EXTENSIONS = [".ts", ".mts", ".tsx", ".js", ".mjs", ".jsx", ".cts", ".cjs"];
+
+/** ORT's own files: their frames are left out of the user's stack traces. */
+const OWN_FILES = new URL(".", import.meta.url).href;
+
+export type Handler = (event: unknown, context: LambdaContext, callback: Callback) => unknown;
+export type Callback = (error?: unknown, result?: unknown) => void;
+
+export interface ContextFields {
+  awsRequestId: string;
+  deadlineMs: number;
+  [field: string]: unknown;
+}
+
+export interface LambdaContext extends ContextFields {
+  callbackWaitsForEmptyEventLoop: boolean;
+  getRemainingTimeInMillis(): number;
+}
+
+export interface ErrorJSON {
+  errorType: string;
+  errorMessage: string;
+  stackTrace: string[];
+}
+
+export class RuntimeError extends Error {
+  constructor(type: string, message: string, stack?: string) {
+    super(message);
+    this.name = type;
+    if (stack !== undefined) this.stack = stack;
+  }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Lambda's error JSON: the thrown class's name, its message and the user's stack frames. */
+export function describe(error: unknown): ErrorJSON {
+  if (error instanceof Error) {
+    const className = (error as { constructor?: { name?: string } }).constructor?.name;
+    const errorType = error.name && error.name !== "Error" ? error.name : className || "Error";
+    const stackTrace = String(error.stack ?? "")
+      .split("\n")
+      .map((line) => line.trim())
+      .filter((line) => line.startsWith("at ") && !line.includes(OWN_FILES));
+    return { errorType, errorMessage: error.message, stackTrace };
+  }
+  return { errorType: typeof error, errorMessage: String(error), stackTrace: [] };
+}
+
+export function errorBytes(error: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(describe(error)));
+}
+
+// -- loading ------------------------------------------------------------------------------
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+function fileUrl(path: string): string {
+  const url = new URL("file:///");
+  url.pathname = path;
+  return url.href;
+}
+
+/** ``file.fn``, ``dir/file.fn`` or ``file.obj.fn`` under ``taskRoot``, as a function. */
+export async function loadHandler(taskRoot: string, handlerString: string): Promise<Handler> {
+  if (!handlerString) {
+    throw new RuntimeError("Runtime.MalformedHandlerName", "No handler: set _HANDLER");
+  }
+  if (handlerString.includes("..")) {
+    throw new RuntimeError(
+      "Runtime.MalformedHandlerName",
+      "'../' not allowed in handler name. Relative paths are not supported.",
+    );
+  }
+  const slash = handlerString.lastIndexOf("/");
+  const directory = handlerString.slice(0, slash + 1);
+  const [moduleName, ...names] = handlerString.slice(slash + 1).split(".");
+  if (handlerString.startsWith("/") || !moduleName || names.length === 0 || names.includes("")) {
+    throw new RuntimeError("Runtime.MalformedHandlerName", `Bad handler ${handlerString}`);
+  }
+  const base = `${taskRoot.replace(/\/+$/, "")}/${directory}${moduleName}`;
+  const file = EXTENSIONS.map((extension) => base + extension).find(isFile);
+  if (file === undefined) {
+    throw new RuntimeError(
+      "Runtime.ImportModuleError",
+      `Error: Cannot find module '${directory}${moduleName}' ` +
+        `(looked for ${EXTENSIONS.join(", ")} in ${taskRoot})`,
+    );
+  }
+  let loaded: Record<string, unknown>;
+  try {
+    loaded = await import(fileUrl(file));
+  } catch (error) {
+    throw loadingError(error);
+  }
+  let handler: unknown = loaded;
+  for (const name of names) {
+    handler = handler == null ? undefined : (handler as Record<string, unknown>)[name];
+  }
+  if (typeof handler !== "function") {
+    throw new RuntimeError(
+      "Runtime.HandlerNotFound",
+      `${directory}${moduleName}.${names.join(".")} is undefined or not exported`,
+    );
+  }
+  return handler as Handler;
+}
+
+/** Deno reports a module that does not parse, or is missing, as a TypeError on import. */
+function loadingError(error: unknown): unknown {
+  if (!(error instanceof Error)) return error;
+  if (error instanceof SyntaxError || error.message.startsWith("SyntaxError")) {
+    return new RuntimeError("Runtime.UserCodeSyntaxError", error.message, error.stack);
+  }
+  const code = (error as { code?: string }).code;
+  if (code === "ERR_MODULE_NOT_FOUND" || code === "ERR_UNSUPPORTED_ESM_URL_SCHEME") {
+    return new RuntimeError("Runtime.ImportModuleError", `Error: ${error.message}`, error.stack);
+  }
+  return error;
+}
+
+// -- calling ------------------------------------------------------------------------------
+
+export function makeContext(fields: ContextFields): LambdaContext {
+  return {
+    ...fields,
+    callbackWaitsForEmptyEventLoop: true,
+    getRemainingTimeInMillis: () => Math.max(0, fields.deadlineMs - Date.now()),
+  };
+}
+
+/** The handler's answer: its return value, its promise's value, or its callback's result. */
+export function callHandler(
+  handler: Handler,
+  event: unknown,
+  context: LambdaContext,
+): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const callback: Callback = (error, result) => {
+      if (settled) return;
+      settled = true;
+      if (error !== null && error !== undefined) reject(error);
+      else resolve(result);
+    };
+    let returned: unknown;
+    try {
+      returned = handler(event, context, callback);
+    } catch (error) {
+      callback(error);
+      return;
+    }
+    if (returned && typeof (returned as PromiseLike<unknown>).then === "function") {
+      (returned as PromiseLike<unknown>).then(
+        (value) => callback(null, value),
+        (error) => callback(error),
+      );
+    } else if (handler.length < 3) {
+      callback(null, returned);
+    }
+  });
+}
+
+/** Runs the handler on the event's JSON bytes: ``[true, answer JSON]`` or ``[false, error]``. */
+export async function invoke(
+  handler: Handler,
+  body: Uint8Array,
+  fields: ContextFields,
+): Promise<[boolean, Uint8Array]> {
+  let result: unknown;
+  try {
+    result = await callHandler(handler, JSON.parse(decoder.decode(body)), makeContext(fields));
+  } catch (error) {
+    return [false, errorBytes(error)];
+  }
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(result === undefined ? null : result);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    return [false, errorBytes(new RuntimeError("Runtime.MarshalError", message))];
+  }
+  return [true, encoder.encode(text ?? "null")]; // a function or a symbol stringifies to nothing
+}
