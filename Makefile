@@ -1,4 +1,6 @@
 # The two set-up commands of the README: `make demo` and `make test`.
+# Node and Deno come from PyPI wheels (the plugins' extras); the tests also need Debian's
+# php-cli and curl, which .ci/run installs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml plugins/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' -e ./plugins/ort_python -e './plugins/ort_node[node]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS_WITH_EXTRAS))
 	touch $@
 
 demo: install

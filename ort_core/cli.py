@@ -190,7 +190,7 @@ def _plugins(options: argparse.Namespace) -> int:
     if not infos:
         print("no plugins loaded")
     for info in infos:
-        where = f"{info.distribution} {info.version}" if info.distribution else "(module)"
+        where = " ".join(filter(None, (info.distribution, info.version))) or "(module)"
         print(f"{info.name}  {where}  hooks: {', '.join(info.hooks) or '-'}")
     return 0
 
