@@ -1,0 +1,252 @@
+"""ORT's Python worker: loads the handler as the in-process mode does, then serves ORT's worker
+protocol (docs/worker-protocol.md) on the Unix socket named in ``ORT_WORKER_SOCKET``.
+
+Run as a script, by any Python interpreter (``ORT_PYTHON_BINARY``): it imports only the
+standard library and ``loading.py``, its sibling, so ORT and its dependencies need not be
+installed where it runs. stdout and stderr stay the function's: ORT tags their lines with the
+request id in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, BinaryIO
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _import_loading() -> Any:
+    """``loading.py`` from this folder, then out of the user's way: the folder leaves
+    ``sys.path`` and the module ``sys.modules``, so a handler module may be called
+    ``loading`` (or ``plugin``) too."""
+    sys.path.insert(0, _HERE)
+    try:
+        import loading
+    finally:
+        while _HERE in sys.path:
+            sys.path.remove(_HERE)
+        sys.modules.pop("loading", None)
+    return loading
+
+
+loading = _import_loading()
+
+MAX_PART = 64 * 1024 * 1024  # as ORT's side: far above Lambda's 6 MB
+CLOSED = "ORT closed the channel"
+
+
+# -- the protocol ----------------------------------------------------------------------------
+
+
+class ChannelClosed(Exception):
+    """ORT closed the socket (the sandbox is ending), or broke the protocol."""
+
+
+def send(channel: socket.socket, header: Mapping[str, Any], body: bytes = b"") -> None:
+    head = json.dumps(header).encode()
+    channel.sendall(len(head).to_bytes(4, "big") + head + len(body).to_bytes(4, "big"))
+    if body:
+        channel.sendall(body)
+
+
+def receive(reader: BinaryIO) -> tuple[dict[str, Any], bytes]:
+    try:
+        header = json.loads(_read_part(reader))
+    except ValueError as exc:
+        raise ChannelClosed(f"a message header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ChannelClosed(f"a message header is not an object: {header!r}")
+    return header, _read_part(reader)
+
+
+def _read_part(reader: BinaryIO) -> bytes:
+    try:
+        prefix = reader.read(4)
+    except OSError as exc:
+        raise ChannelClosed(f"the channel failed: {exc}") from None
+    if len(prefix) < 4:
+        raise ChannelClosed(CLOSED)
+    size = int.from_bytes(prefix, "big")
+    if size > MAX_PART:
+        raise ChannelClosed(f"a message part of {size} bytes is over the {MAX_PART} limit")
+    try:
+        data = reader.read(size)
+    except OSError as exc:
+        raise ChannelClosed(f"the channel failed: {exc}") from None
+    if len(data) < size:
+        raise ChannelClosed("ORT closed the channel in the middle of a message")
+    return data
+
+
+# -- the context: the attributes and types of AWS's Python runtime client (and in-process) ----
+
+
+class CognitoIdentity:
+    __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
+
+    def __init__(self, identity: Mapping[str, Any] | None = None) -> None:
+        identity = identity or {}
+        self.cognito_identity_id = identity.get("cognitoIdentityId")
+        self.cognito_identity_pool_id = identity.get("cognitoIdentityPoolId")
+
+
+class MobileClient:
+    __slots__ = (
+        "app_package_name",
+        "app_title",
+        "app_version_code",
+        "app_version_name",
+        "installation_id",
+    )
+
+    def __init__(self, client: Mapping[str, Any]) -> None:
+        for slot in self.__slots__:
+            setattr(self, slot, client.get(slot))
+
+
+class ClientContext:
+    __slots__ = ("client", "custom", "env", "raw")
+
+    def __init__(self, client_context: Mapping[str, Any]) -> None:
+        self.raw = dict(client_context)
+        client = client_context.get("client")
+        self.client = MobileClient(client) if isinstance(client, Mapping) else None
+        self.custom = client_context.get("custom")
+        self.env = client_context.get("env")
+
+
+class Context:
+    """One invocation's context, from the protocol's camelCase ``context``."""
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        client_context = fields.get("clientContext")
+        identity = fields.get("identity")
+        self.aws_request_id = fields.get("awsRequestId") or ""
+        self.deadline_ms = int(fields.get("deadlineMs") or 0)
+        self.invoked_function_arn = fields.get("invokedFunctionArn")
+        self.trace_id = fields.get("traceId")
+        self.client_context = (
+            ClientContext(client_context) if isinstance(client_context, Mapping) else None
+        )
+        self.identity = CognitoIdentity(identity if isinstance(identity, Mapping) else None)
+        self.tenant_id = fields.get("tenantId")
+        self.function_name = fields.get("functionName")
+        self.function_version = fields.get("functionVersion")
+        self.memory_limit_in_mb = fields.get("memoryLimitInMB")
+        self.log_group_name = fields.get("logGroupName")
+        self.log_stream_name = fields.get("logStreamName")
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before the deadline, never below 0."""
+        return max(0, self.deadline_ms - int(time.time() * 1000))
+
+    def __repr__(self) -> str:
+        return (
+            f"Context(aws_request_id={self.aws_request_id!r}, "
+            f"function_name={self.function_name!r}, "
+            f"invoked_function_arn={self.invoked_function_arn!r})"
+        )
+
+
+# -- invoking ----------------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    """Decimals as numbers, as ORT's pipeline encodes in-process answers."""
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def invoke(caller: Any, body: bytes, fields: Mapping[str, Any]) -> tuple[bool, bytes]:
+    """(ok, the body of the result): the answer as JSON (bytes as they are), or the error."""
+    try:
+        event = json.loads(body)
+    except ValueError as exc:
+        return False, _error("Runtime.UnmarshalError", f"Unable to unmarshal input: {exc}")
+    context = Context(fields)
+    if context.trace_id:
+        os.environ["_X_AMZN_TRACE_ID"] = context.trace_id
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    try:
+        result = caller.call(event, context)
+    except loading.HandlerError as error:
+        return False, json.dumps(error.to_dict()).encode()
+    if isinstance(result, bytes):
+        return True, result  # as in-process: bytes pass unchanged
+    try:
+        return True, json.dumps(result, default=_json_default).encode()
+    except (TypeError, ValueError) as exc:
+        return False, _error("Runtime.MarshalError", f"Unable to marshal response: {exc}")
+
+
+def _error(error_type: str, message: str) -> bytes:
+    return json.dumps(loading.HandlerError(error_type, message).to_dict()).encode()
+
+
+def _flush_logs() -> None:
+    """The invocation's prints reach ORT before its result, so they carry its request id."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def main() -> int:
+    # stdout is a pipe: without this, prints would wait for a full buffer.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    address = os.environ.get("ORT_WORKER_SOCKET")
+    if not address:
+        print(
+            "ort-python worker: ORT_WORKER_SOCKET is not set; ORT starts this worker",
+            file=sys.stderr,
+        )
+        return 2
+    channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    channel.connect(address)
+    reader = channel.makefile("rb")
+
+    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    if task_root not in sys.path:
+        sys.path.insert(0, task_root)
+    try:
+        caller = loading.HandlerCaller(loading.load_handler(os.environ.get("_HANDLER", "")))
+    except loading.HandlerError as error:
+        _flush_logs()
+        send(channel, {"type": "init_error"}, json.dumps(error.to_dict()).encode())
+        channel.close()
+        return 1
+    _flush_logs()
+    send(channel, {"type": "ready"})
+
+    while True:
+        try:
+            header, body = receive(reader)
+        except ChannelClosed as closed:
+            if str(closed) == CLOSED:
+                return 0
+            print(f"ort-python worker: {closed}", file=sys.stderr)
+            return 1
+        if header.get("type") != "invoke":
+            continue  # unknown types are for later versions of the protocol
+        context = header.get("context")
+        ok, answer = invoke(caller, body, context if isinstance(context, Mapping) else {})
+        _flush_logs()
+        try:
+            send(channel, {"type": "result", "id": header.get("id"), "ok": ok}, answer)
+        except OSError:
+            return 0  # ORT stopped waiting (the sandbox is ending)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
