@@ -54,33 +54,51 @@ def entry_points(group: str, distributions: list[str] | None = None) -> list[Ent
     return [ep for eps in found.values() for ep in eps]
 
 
-def _metadata_dirs() -> Iterator[tuple[str, str]]:
+# The cold start reads two groups (``ort.workers``, then ``ort``): list and parse once.
+_listings: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+_sections: dict[str, dict[str, list[tuple[str, str]]]] = {}
+
+
+def _metadata_dirs() -> list[tuple[str, str]]:
     """(normalised project name, metadata directory) in sys.path order."""
-    for entry in sys.path:
+    key = tuple(sys.path)
+    if key not in _listings:
+        found = []
+        for entry in sys.path:
+            try:
+                names = os.listdir(entry or ".")
+            except OSError:
+                continue
+            for name in names:
+                if name.endswith((".dist-info", ".egg-info")):
+                    project = name.rsplit(".", 1)[0].split("-", 1)[0]
+                    found.append((normalise(project), os.path.join(entry or ".", name)))
+        _listings[key] = found
+    return _listings[key]
+
+
+def _entry_point_sections(metadata_dir: str) -> dict[str, list[tuple[str, str]]]:
+    if metadata_dir not in _sections:
+        sections: dict[str, list[tuple[str, str]]] = {}
         try:
-            names = os.listdir(entry or ".")
+            with open(os.path.join(metadata_dir, "entry_points.txt"), encoding="utf-8") as file:
+                lines = file.read().splitlines()
         except OSError:
-            continue
-        for name in names:
-            if name.endswith((".dist-info", ".egg-info")):
-                project = name.rsplit(".", 1)[0].split("-", 1)[0]
-                yield normalise(project), os.path.join(entry or ".", name)
+            lines = []
+        current: list[tuple[str, str]] = []
+        for line in lines:
+            line = line.strip()
+            if line.startswith("[") and line.endswith("]"):
+                current = sections.setdefault(line[1:-1].strip(), [])
+            elif "=" in line and not line.startswith(("#", ";")):
+                name, _, value = line.partition("=")
+                current.append((name.strip(), value.strip()))
+        _sections[metadata_dir] = sections
+    return _sections[metadata_dir]
 
 
 def _read_group(metadata_dir: str, group: str) -> Iterator[EntryPoint]:
-    try:
-        with open(os.path.join(metadata_dir, "entry_points.txt"), encoding="utf-8") as file:
-            lines = file.read().splitlines()
-    except OSError:
-        return
-    section, points = None, []
-    for line in lines:
-        line = line.strip()
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-        elif section == group and "=" in line and not line.startswith(("#", ";")):
-            name, _, value = line.partition("=")
-            points.append((name.strip(), value.strip()))
+    points = _entry_point_sections(metadata_dir).get(group, [])
     if points:
         distribution, version = _name_and_version(metadata_dir)
         for name, value in points:
