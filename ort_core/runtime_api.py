@@ -132,7 +132,8 @@ class RuntimeAPI:
         raise AssertionError("unreachable")
 
     def _connect(self) -> tuple[socket.socket, BinaryIO]:
-        connection = socket.create_connection((self._host, self._port))
+        # A bytes host skips the idna codec, which a str host imports (3 ms).
+        connection = socket.create_connection((self._host.encode(), self._port))
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return connection, connection.makefile("rb")
 

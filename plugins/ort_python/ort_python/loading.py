@@ -19,7 +19,6 @@ import importlib
 import inspect
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +135,8 @@ class HandlerCaller:
 
 def describe_exception(exc: BaseException) -> HandlerError:
     """The exception with only the user's frames, not ORT's, importlib's or asyncio's."""
+    import traceback  # only failures pay for it
+
     frames = [
         frame for frame in traceback.extract_tb(exc.__traceback__) if is_user_frame(frame.filename)
     ]
