@@ -61,7 +61,7 @@ def runtimes(folder: str, languages: set[str]) -> list[Runtime]:
 
     deno = "deno"
     if "deno" in languages:
-        from ort_deno.plugin import deno_binary
+        from ort_deno.sandbox import deno_binary
 
         deno = deno_binary()
     every = [

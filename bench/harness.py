@@ -33,7 +33,10 @@ class Runtime:
 
 
 def base_environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ORT_", "_HANDLER"))}
+    """This environment without Lambda's, ORT's and this sandbox's start-up costs (Node reads
+    every certificate of NODE_EXTRA_CA_CERTS at start: 125 ms here, none on Lambda)."""
+    skipped = ("AWS_", "ORT_", "_HANDLER", "NODE_EXTRA_CA_CERTS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skipped)}
     env.update(extra)
     return env
 
