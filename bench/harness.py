@@ -41,6 +41,16 @@ def base_environment(**extra: str) -> dict[str, str]:
     return env
 
 
+def spawn(runtime: Runtime, address: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        runtime.command,
+        env={**runtime.env, "AWS_LAMBDA_RUNTIME_API": address},
+        cwd=runtime.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def cold_start(runtime: Runtime, event: object) -> tuple[float, float]:
     """Milliseconds from spawn to the first /next and to the first response."""
     peer = start_peer()
@@ -53,13 +63,7 @@ def cold_start(runtime: Runtime, event: object) -> tuple[float, float]:
 
     peer.events.get = get  # type: ignore[method-assign]
     started = time.perf_counter()
-    process = subprocess.Popen(
-        runtime.command,
-        env={**runtime.env, "AWS_LAMBDA_RUNTIME_API": peer.address},
-        cwd=runtime.cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = spawn(runtime, peer.address)
     try:
         if not seen_next.wait(60):
             raise RuntimeError(f"{runtime.name} never asked for an event")
@@ -77,13 +81,7 @@ def cold_start(runtime: Runtime, event: object) -> tuple[float, float]:
 def warm_latencies(runtime: Runtime, event: object, invocations: int) -> list[float]:
     """Sorted round trips, in milliseconds, of ``invocations`` events on one process."""
     peer = start_peer()
-    process = subprocess.Popen(
-        runtime.command,
-        env={**runtime.env, "AWS_LAMBDA_RUNTIME_API": peer.address},
-        cwd=runtime.cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = spawn(runtime, peer.address)
     try:
         peer.invoke(event, timeout=60)
         latencies = []
