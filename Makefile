@@ -1,15 +1,25 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-# Node and Deno come from PyPI wheels (the plugins' extras); the tests also need Debian's
-# php-cli and curl, which .ci/run installs.
+# Node and Deno come from PyPI wheels (the plugins' extras); curl (the demo) and php-cli (the
+# PHP example) are Debian's, installed with apt-get when missing.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PLUGINS := ./plugins/ort_python ./plugins/ort_node ./plugins/ort_deno
 PLUGINS_WITH_EXTRAS := ./plugins/ort_python './plugins/ort_node[node]' './plugins/ort_deno[deno]'
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system-packages demo test lint bench clean
 
-install: $(VENV)/.installed
+install: system-packages $(VENV)/.installed
+
+system-packages:
+	@missing=""; \
+	for tool in curl:curl php:php-cli; do \
+	  command -v "$${tool%%:*}" >/dev/null || missing="$$missing $${tool#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 $(VENV)/.installed: pyproject.toml plugins/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
