@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
+SIGNATURES = ("raw", "cloudevent", "http")  # what a handler receives: ort_core/signatures.py
+
 
 class FunctionConfig(NamedTuple):
     """What the platform says about the function (``_HANDLER``, ``AWS_LAMBDA_*``, ``ORT_*``).
@@ -24,6 +26,7 @@ class FunctionConfig(NamedTuple):
     log_stream_name: str | None = None
     region: str | None = None
     timeout_margin_ms: int = 50
+    signature: str = "raw"  # ORT_SIGNATURE: raw, cloudevent or http (ort_core.signatures)
 
     @classmethod
     def from_environ(
@@ -41,6 +44,7 @@ class FunctionConfig(NamedTuple):
             log_stream_name=env.get("AWS_LAMBDA_LOG_STREAM_NAME"),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
             timeout_margin_ms=int(env.get("ORT_TIMEOUT_MARGIN_MS", "50")),
+            signature=env.get("ORT_SIGNATURE") or "raw",
         )
 
 

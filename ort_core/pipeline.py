@@ -7,6 +7,7 @@ Every front end (the Lambda loop, ``ort invoke``, later the HTTP gateway) calls
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ort_core.deadline import Watchdog
 from ort_core.errors import FunctionError
 from ort_core.plugins import call_plugin
+
+log = logging.getLogger("ort")
 
 if TYPE_CHECKING:
     from ort_core.bridge import Bridge
@@ -75,32 +78,67 @@ class Pipeline:
         bridge: Bridge,
         on_expiry: Callable[[FunctionError, Context], None] | None = None,
         timeout_margin_ms: int = 50,
+        signature: str = "raw",
     ) -> None:
         self.hooks = hooks
         self.bridge = bridge
         self.on_expiry = on_expiry
         self.timeout_margin_ms = timeout_margin_ms
+        self.signature = signature
+        self._event_in_flight: Any = None
         self._watchdog = Watchdog()
 
     def invoke(self, body: bytes, context: Context) -> bytes:
-        event = None
+        event = self._event_in_flight = None
         armed = False
         started_ms = time.time() * 1000
         try:
             event = decode_event(body)
             armed = self._arm_watchdog(event, context, started_ms)
-            event, early = self._before(event, context)
-            response = early.value if early else self.bridge.invoke(event, context)
-            result = encode_response(self._after(response, event, context))
+            if self.signature == "raw":
+                result = encode_response(self._run(event, context))
+            else:
+                result = encode_response(self._run_adapted(event, context))
             error = None
         except Exception as exc:
             error = FunctionError.from_exception(exc)
         if armed and not self._watchdog.disarm():
             raise timeout_error(context, started_ms)
         if error is not None:
-            self.hooks.on_error(error, event, context)
+            self.hooks.on_error(error, self._event_in_flight, context)
             raise error
         return result
+
+    def _run(self, event: Any, context: Context) -> Any:
+        self._event_in_flight = event
+        event, early = self._before(event, context)
+        self._event_in_flight = event  # as the handler receives it, for on_error
+        response = early.value if early else self.bridge.invoke(event, context)
+        return self._after(response, event, context)
+
+    def _run_adapted(self, event: Any, context: Context) -> Any:
+        """The event in the function's signature: one run per record, answers combined."""
+        from ort_core.signatures import adapt  # only functions that ask for it pay for it
+
+        adapted = adapt(
+            event,
+            self.signature,
+            context.aws_request_id,
+            context.trace_id,
+            context.invoked_function_arn,
+        )
+        if adapted.record_ids is None:
+            return adapted.answer([_value(self._run(item, context)) for item in adapted.inputs])
+        failed = []
+        for record_id, item in zip(adapted.record_ids, adapted.inputs, strict=True):
+            try:
+                self._run(item, context)
+            except Exception as exc:
+                error = FunctionError.from_exception(exc)
+                log.error("record %s failed: %s: %s", record_id, error.error_type, error.message)
+                self.hooks.on_error(error, self._event_in_flight, context)
+                failed.append(record_id)
+        return adapted.answer(failed)
 
     def close(self) -> None:
         """Stop the bridge (and its worker): the sandbox is ending."""
@@ -143,6 +181,11 @@ class Pipeline:
             if result is not None:
                 response = result
         return response
+
+
+def _value(answer: Any) -> Any:
+    """A worker's JSON answer as a value, for combining answers (HTTP shaping, lists)."""
+    return json.loads(answer) if isinstance(answer, JSONBytes) else answer
 
 
 def timeout_error(context: Context, started_ms: float) -> FunctionError:

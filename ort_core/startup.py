@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from ort_core.config import FunctionConfig
+from ort_core.config import SIGNATURES, FunctionConfig
 from ort_core.context import Context
 from ort_core.errors import FunctionError
 from ort_core.pipeline import Pipeline
@@ -27,6 +27,11 @@ def start_function(
     The error types are Lambda's init errors (``Runtime.ImportModuleError``,
     ``Runtime.HandlerNotFound``...) or ``Runtime.PluginError`` for a broken plugin.
     """
+    if config.signature not in SIGNATURES:
+        raise FunctionError(
+            "Runtime.InvalidEntrypoint",
+            f"ORT_SIGNATURE={config.signature!r}: use one of {', '.join(SIGNATURES)}",
+        )
     try:
         hooks = load_plugins(environ, extra_plugins)
     except PluginLoadError as exc:
@@ -37,7 +42,7 @@ def start_function(
     except FunctionError:
         bridge.stop()
         raise
-    return Pipeline(hooks, bridge, on_expiry, config.timeout_margin_ms)
+    return Pipeline(hooks, bridge, on_expiry, config.timeout_margin_ms, config.signature)
 
 
 def launch_bridge(hooks: Hooks, config: FunctionConfig) -> Bridge:

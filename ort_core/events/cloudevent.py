@@ -179,3 +179,22 @@ def _b64(raw: bytes | bytearray) -> str:
     import base64
 
     return base64.b64encode(raw).decode("ascii")
+
+
+def from_structured_json(event: dict[str, Any]) -> Mapped:
+    """The attributes and data of a structured-mode CloudEvent (``data_base64`` decoded)."""
+    attributes = {k: v for k, v in event.items() if k not in ("data", "data_base64")}
+    if "data_base64" in event:
+        import base64
+
+        return Mapped(attributes, base64.b64decode(event["data_base64"]))
+    return Mapped(attributes, event.get("data"))
+
+
+def from_sdk(event: Any) -> dict[str, Any]:
+    """The structured-mode JSON object of an SDK CloudEvent (what a Python handler returned)."""
+    attributes = {
+        name: value.isoformat().replace("+00:00", "Z") if hasattr(value, "isoformat") else value
+        for name, value in event.get_attributes().items()
+    }
+    return to_structured_json(Mapped(attributes, event.get_data()))

@@ -206,6 +206,10 @@ async function main() {
     let answer;
     try {
       const event = JSON.parse(body.toString());
+      if (header.signature === 'cloudevent' && event && typeof event.data_base64 === 'string') {
+        event.data = Buffer.from(event.data_base64, 'base64'); // data decoded, as the spec says
+        delete event.data_base64;
+      }
       const result = await callHandler(handler, event, makeContext(header.context));
       answer = [true, Buffer.from(JSON.stringify(result === undefined ? null : result))];
     } catch (error) {

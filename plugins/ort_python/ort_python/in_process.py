@@ -32,10 +32,20 @@ class InProcessBridge:
 
     def invoke(self, event: Any, context: Context) -> Any:
         assert self._caller is not None, "InProcessBridge.invoke before start"
+        cloudevents = self.config.signature == "cloudevent"
+        if cloudevents:
+            from ort_core.events.cloudevent import from_structured_json, to_cloudevent
+
+            event = to_cloudevent(from_structured_json(event))  # the SDK's CloudEvent
         try:
-            return self._caller.call(event, context)
+            answer = self._caller.call(event, context)
         except loading.HandlerError as error:
             raise function_error(error) from None
+        if cloudevents and callable(getattr(answer, "get_attributes", None)):
+            from ort_core.events.cloudevent import from_sdk
+
+            return from_sdk(answer)  # a CloudEvent answer, in its structured JSON form
+        return answer
 
     def stop(self) -> None:
         if self._caller is not None:
