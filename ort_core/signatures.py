@@ -23,7 +23,7 @@ from ort_core.config import SIGNATURES
 from ort_core.events.aws import BATCH_KINDS, batch_response, record_ids, to_cloudevents
 from ort_core.events.cloudevent import to_structured_json
 
-__all__ = ["SIGNATURES", "Adapted", "adapt", "http_answer", "is_cloudevent"]
+__all__ = ["SIGNATURES", "Adapted", "adapt", "carried_cloudevent", "http_answer", "is_cloudevent"]
 HTTP_KINDS = frozenset({"apigateway.v1", "apigateway.v2", "lambda.url", "alb"})
 CE_ATTRIBUTES_NOT_HEADERS = ("data", "data_base64", "datacontenttype")
 
@@ -47,11 +47,42 @@ def adapt(
     if signature == "http":
         return Adapted([event], None, lambda answers: answers[0])
     inputs = [to_structured_json(item) for item in mapped]
+    if kind in HTTP_KINDS:
+        carried = carried_cloudevent(mapped[0].data)
+        if carried is not None:  # the request is a CloudEvent in binary or structured mode
+            inputs = [carried]
     if kind in BATCH_KINDS:
         return Adapted(inputs, record_ids(kind, event), batch_response)
     if kind in HTTP_KINDS:
         return Adapted(inputs, None, lambda answers: http_answer(answers[0]))
     return Adapted(inputs, None, lambda answers: answers[0] if len(answers) == 1 else answers)
+
+
+def carried_cloudevent(request: Any) -> dict[str, Any] | None:
+    """The CloudEvent an HTTP request carries (``ce-`` headers, or a body of type
+    ``application/cloudevents+json``), read with the SDK's HTTP binding; None if it carries
+    none or a broken one."""
+    headers = request.get("headers") if isinstance(request, dict) else None
+    if not isinstance(headers, dict):
+        return None
+    content_type = str(headers.get("content-type", ""))
+    if "ce-specversion" not in headers and not content_type.startswith(
+        "application/cloudevents+json"
+    ):
+        return None
+    from cloudevents.core.bindings.http import HTTPMessage, from_http_event
+
+    from ort_core.events.cloudevent import from_sdk
+
+    body = request.get("body") or b""
+    try:
+        message = HTTPMessage(
+            headers={k: v for k, v in headers.items() if isinstance(v, str)},
+            body=body if isinstance(body, bytes) else str(body).encode(),
+        )
+        return from_sdk(from_http_event(message))
+    except Exception:  # noqa: BLE001 - not a valid CloudEvent: the plain request it is
+        return None
 
 
 def is_cloudevent(value: Any) -> bool:

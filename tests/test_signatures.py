@@ -210,3 +210,47 @@ def test_an_unknown_signature_is_an_init_error(tmp_path):
         start(tmp_path, PYTHON, "xml", "xml_app.handler", "python")
     assert raised.value.error_type == "Runtime.InvalidEntrypoint"
     assert "ORT_SIGNATURE='xml'" in raised.value.message
+
+
+ECHO = "def handler(event, context):\n    return event\n"
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_sdk_cloudevents_round_trip_through_an_http_triggered_function(tmp_path, mode):
+    from cloudevents.core.bindings.http import (
+        HTTPMessage,
+        from_binary_event,
+        to_binary_event,
+        to_structured_event,
+    )
+    from cloudevents.core.v1.event import CloudEvent
+
+    sent = CloudEvent(
+        attributes={
+            "id": "evt-42",
+            "source": "/shop",
+            "type": "order.placed",
+            "specversion": "1.0",
+            "subject": "order/42",
+            "datacontenttype": "application/json",
+            "traceparent": "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01",
+        },
+        data={"order": 42, "items": ["é", 1.5]},
+    )
+    message = (to_binary_event if mode == "binary" else to_structured_event)(sent)
+    request = {
+        **HTTP_V2,
+        "headers": {name.lower(): value for name, value in message.headers.items()},
+        "body": message.body.decode(),
+    }
+    config, pipeline = start(tmp_path, ECHO, "cloudevent", f"echo_{mode}.handler", "python")
+    try:
+        response = invoke(pipeline, config, request)
+    finally:
+        pipeline.close()
+    assert response["statusCode"] == 200
+    received = from_binary_event(HTTPMessage(response["headers"], response["body"].encode()))
+    for name in ("id", "source", "type", "specversion", "subject", "datacontenttype"):
+        assert received.get_attributes()[name] == sent.get_attributes()[name]
+    assert received.get_extension("traceparent") == sent.get_extension("traceparent")
+    assert received.get_data() == sent.get_data()
