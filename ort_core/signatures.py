@@ -81,7 +81,7 @@ def carried_cloudevent(request: Any) -> dict[str, Any] | None:
             body=body if isinstance(body, bytes) else str(body).encode(),
         )
         return from_sdk(from_http_event(message))
-    except Exception:  # noqa: BLE001 - not a valid CloudEvent: the plain request it is
+    except Exception:
         return None
 
 
