@@ -175,14 +175,27 @@ export function callHandler(
 }
 
 /** Runs the handler on the event's JSON bytes: ``[true, answer JSON]`` or ``[false, error]``. */
+/** A CloudEvent's binary data (`data_base64`) as bytes in `data`, as the spec's SDKs give it. */
+function decodeCloudEvent(event: unknown): unknown {
+  if (event && typeof event === "object" && "data_base64" in event) {
+    const { data_base64, ...rest } = event as Record<string, unknown>;
+    const binary = atob(String(data_base64));
+    return { ...rest, data: Uint8Array.from(binary, (c) => c.charCodeAt(0)) };
+  }
+  return event;
+}
+
 export async function invoke(
   handler: Handler,
   body: Uint8Array,
   fields: ContextFields,
+  signature?: string,
 ): Promise<[boolean, Uint8Array]> {
   let result: unknown;
   try {
-    result = await callHandler(handler, JSON.parse(decoder.decode(body)), makeContext(fields));
+    let event = JSON.parse(decoder.decode(body));
+    if (signature === "cloudevent") event = decodeCloudEvent(event);
+    result = await callHandler(handler, event, makeContext(fields));
   } catch (error) {
     return [false, errorBytes(error)];
   }

@@ -96,7 +96,8 @@ class PerInvocationBridge:
         if context.deadline_ms:
             timeout = max(0.0, context.deadline_ms / 1000 - time.time())
         started = time.monotonic()
-        run = self._run({"context": context_header(context)}, body, timeout)
+        header = {"context": context_header(context), "signature": self.config.signature}
+        run = self._run(header, body, timeout)
         if run.timed_out:
             raise FunctionError(
                 "Sandbox.Timedout",

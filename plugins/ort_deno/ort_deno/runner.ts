@@ -65,7 +65,7 @@ async function main(): Promise<never> {
     answered = true;
     return answer(true, encoder.encode("null"));
   }
-  const [ok, body] = await invoke(handler, event, header.context);
+  const [ok, body] = await invoke(handler, event, header.context, header.signature);
   if (answered) return new Promise<never>(() => {});
   answered = true;
   return answer(ok, body);

@@ -29,7 +29,7 @@ async function readPart(conn: Deno.Conn): Promise<Uint8Array | null> {
   return readExact(conn, size);
 }
 
-type Header = { type?: unknown; id?: unknown; context?: unknown };
+type Header = { type?: unknown; id?: unknown; context?: unknown; signature?: unknown };
 
 /** The next message, or null when ORT closed the socket. */
 async function receive(conn: Deno.Conn): Promise<[Header, Uint8Array] | null> {
@@ -109,7 +109,12 @@ async function main(): Promise<never> {
     const [header, body] = message;
     if (header.type !== "invoke") continue;
     inFlight = header.id;
-    const [ok, answer] = await invoke(handler, body, header.context as ContextFields);
+    const [ok, answer] = await invoke(
+      handler,
+      body,
+      header.context as ContextFields,
+      header.signature as string | undefined,
+    );
     if (inFlight === header.id) {
       inFlight = null;
       await send(conn, { type: "result", id: header.id, ok }, answer);

@@ -1,0 +1,128 @@
+"""The same AWS events reach Python, Node and Deno handlers as the same CloudEvents."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+from test_events import (
+    ALB,
+    CLOUDEVENT,
+    CLOUDEVENT_BINARY,
+    EVENTBRIDGE,
+    FUNCTION_URL,
+    LOGS,
+    SCHEDULED,
+    SNS,
+)
+
+from ort_core import Context, FunctionConfig
+from ort_core.events.aws import to_cloudevents
+from ort_core.events.cloudevent import to_structured_json
+from ort_core.startup import start_function
+
+EVENTS = {
+    "sns": SNS,
+    "eventbridge": EVENTBRIDGE,
+    "scheduled": SCHEDULED,
+    "logs": LOGS,
+    "cloudevent": CLOUDEVENT,
+    "cloudevent-binary": CLOUDEVENT_BINARY,
+    "function-url": FUNCTION_URL,
+    "alb": ALB,
+    "unknown": {"anything": ["goes", 1]},
+}
+
+# Each echoes what it received: the spec's attributes, and the data (bytes as base64).
+HANDLERS = {
+    "python": (
+        "echo_python.py",
+        """
+import base64
+
+def handler(event, context):
+    data = event.get_data()
+    if isinstance(data, bytes):
+        data = {"base64": base64.b64encode(data).decode()}
+    return {"id": event.get_id(), "source": event.get_source(), "type": event.get_type(),
+            "subject": event.get_subject(), "data": data}
+""",
+    ),
+    "node": (
+        "echo_node.js",
+        """
+exports.handler = async (event) => ({
+  id: event.id, source: event.source, type: event.type, subject: event.subject ?? null,
+  data: Buffer.isBuffer(event.data) ? {base64: event.data.toString('base64')} : event.data ?? null,
+});
+""",
+    ),
+    "deno": (
+        "echo_deno.ts",
+        """
+export const handler = async (event: Record<string, unknown>) => {
+  const data = event.data instanceof Uint8Array
+    ? { base64: btoa(String.fromCharCode(...event.data)) }
+    : event.data ?? null;
+  return { id: event.id, source: event.source, type: event.type,
+           subject: event.subject ?? null, data };
+};
+""",
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=list(HANDLERS))
+def echo(request, tmp_path_factory):
+    language = request.param
+    folder = tmp_path_factory.mktemp(language)
+    name, source = HANDLERS[language]
+    (folder / name).write_text(source)
+    config = FunctionConfig(
+        handler=f"{Path(name).stem}.handler",
+        task_root=str(folder),
+        language=language,
+        signature="cloudevent",
+    )
+    pipeline = start_function(config, {"ORT_PLUGINS": f"ort-{language}"})
+    yield config, pipeline
+    pipeline.close()
+
+
+def expected(event: object) -> dict:
+    _, [mapped] = to_cloudevents(event, request_id="req-echo")
+    document = to_structured_json(mapped)
+    data = document.get("data")
+    if "data_base64" in document:
+        data = {"base64": document["data_base64"]}
+    elif isinstance(data, dict) and data.get("isBase64Encoded") and "body" in data:
+        pass  # an HTTP request's body, already base64 text in structured form
+    return {
+        "id": document["id"],
+        "source": document["source"],
+        "type": document["type"],
+        "subject": document.get("subject"),
+        "data": data,
+    }
+
+
+@pytest.mark.parametrize("name", list(EVENTS))
+def test_the_handler_receives_the_mapped_cloudevent(echo, name):
+    config, pipeline = echo
+    context = Context("req-echo", int(time.time() * 1000) + 30_000, config)
+    answer = json.loads(pipeline.invoke(json.dumps(EVENTS[name]).encode(), context))
+    if isinstance(answer, dict) and "statusCode" in answer:  # an HTTP trigger's response
+        answer = json.loads(answer["body"])
+    assert answer == expected(EVENTS[name])
+
+
+def test_binary_data_arrives_as_bytes_in_every_language(echo):
+    config, pipeline = echo
+    context = Context("req-echo", int(time.time() * 1000) + 30_000, config)
+    answer = json.loads(pipeline.invoke(json.dumps(CLOUDEVENT_BINARY).encode(), context))
+    assert base64.b64decode(answer["data"]["base64"]) == base64.b64decode(
+        CLOUDEVENT_BINARY["data_base64"]
+    )
