@@ -75,11 +75,14 @@ export const handler = async (event: Record<string, unknown>) => {
 }
 
 
-@pytest.fixture(scope="module", params=list(HANDLERS))
-def echo(request, tmp_path_factory):
-    language = request.param
-    folder = tmp_path_factory.mktemp(language)
+@pytest.fixture(scope="module", params=[*HANDLERS, "python-subprocess"])
+def echo(request, tmp_path_factory, monkeypatch_module):
+    language = request.param.removesuffix("-subprocess")
+    if request.param == "python-subprocess":
+        monkeypatch_module.setenv("ORT_PYTHON_MODE", "subprocess")
+    folder = tmp_path_factory.mktemp(request.param)
     name, source = HANDLERS[language]
+    name = name.replace("echo_python", "echo_python_" + request.param.replace("-", "_"))
     (folder / name).write_text(source)
     config = FunctionConfig(
         handler=f"{Path(name).stem}.handler",
@@ -88,8 +91,17 @@ def echo(request, tmp_path_factory):
         signature="cloudevent",
     )
     pipeline = start_function(config, {"ORT_PLUGINS": f"ort-{language}"})
+    if request.param == "python-subprocess":
+        assert type(pipeline.bridge).__name__ == "WorkerBridge"
     yield config, pipeline
     pipeline.close()
+    monkeypatch_module.delenv("ORT_PYTHON_MODE", raising=False)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
 
 
 def expected(event: object) -> dict:

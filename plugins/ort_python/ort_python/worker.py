@@ -165,12 +165,23 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def invoke(caller: Any, body: bytes, fields: Mapping[str, Any]) -> tuple[bool, bytes]:
+def invoke(
+    caller: Any, body: bytes, fields: Mapping[str, Any], cloudevent: bool = False
+) -> tuple[bool, bytes]:
     """(ok, the body of the result): the answer as JSON (bytes as they are), or the error."""
     try:
         event = json.loads(body)
     except ValueError as exc:
         return False, _error("Runtime.UnmarshalError", f"Unable to unmarshal input: {exc}")
+    if cloudevent:
+        try:
+            event = sdk_cloudevent(event)
+        except ImportError:
+            return False, _error(
+                "Runtime.ImportModuleError",
+                "ORT_SIGNATURE=cloudevent needs the cloudevents package in the worker's "
+                "interpreter (ORT_PYTHON_BINARY)",
+            )
     context = Context(fields)
     if context.trace_id:
         os.environ["_X_AMZN_TRACE_ID"] = context.trace_id
@@ -182,10 +193,45 @@ def invoke(caller: Any, body: bytes, fields: Mapping[str, Any]) -> tuple[bool, b
         return False, json.dumps(error.to_dict()).encode()
     if isinstance(result, bytes):
         return True, result  # as in-process: bytes pass unchanged
+    if cloudevent and callable(getattr(result, "get_attributes", None)):
+        result = structured_cloudevent(result)
     try:
         return True, json.dumps(result, default=_json_default).encode()
     except (TypeError, ValueError) as exc:
         return False, _error("Runtime.MarshalError", f"Unable to marshal response: {exc}")
+
+
+def sdk_cloudevent(document: Any) -> Any:
+    """The cloudevents SDK's CloudEvent for a structured-mode document, as in-process mode
+    gives (ort_core.events.cloudevent, which this interpreter may not have)."""
+    from datetime import datetime
+
+    from cloudevents.core.v1.event import CloudEvent
+
+    attributes = {k: v for k, v in document.items() if k not in ("data", "data_base64")}
+    if isinstance(attributes.get("time"), str):
+        attributes["time"] = datetime.fromisoformat(attributes["time"].replace("Z", "+00:00"))
+    if "data_base64" in document:
+        import base64
+
+        return CloudEvent(attributes=attributes, data=base64.b64decode(document["data_base64"]))
+    return CloudEvent(attributes=attributes, data=document.get("data"))
+
+
+def structured_cloudevent(event: Any) -> dict[str, Any]:
+    """An SDK CloudEvent answer in its structured-mode JSON form."""
+    document = {
+        name: value.isoformat().replace("+00:00", "Z") if hasattr(value, "isoformat") else value
+        for name, value in event.get_attributes().items()
+    }
+    data = event.get_data()
+    if isinstance(data, bytes):
+        import base64
+
+        document["data_base64"] = base64.b64encode(data).decode()
+    elif data is not None:
+        document["data"] = data
+    return document
 
 
 def _error(error_type: str, message: str) -> bytes:
@@ -240,7 +286,12 @@ def main() -> int:
         if header.get("type") != "invoke":
             continue  # unknown types are for later versions of the protocol
         context = header.get("context")
-        ok, answer = invoke(caller, body, context if isinstance(context, Mapping) else {})
+        ok, answer = invoke(
+            caller,
+            body,
+            context if isinstance(context, Mapping) else {},
+            cloudevent=header.get("signature") == "cloudevent",
+        )
         _flush_logs()
         try:
             send(channel, {"type": "result", "id": header.get("id"), "ok": ok}, answer)
