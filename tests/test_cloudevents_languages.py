@@ -138,3 +138,19 @@ def test_binary_data_arrives_as_bytes_in_every_language(echo):
     assert base64.b64decode(answer["data"]["base64"]) == base64.b64decode(
         CLOUDEVENT_BINARY["data_base64"]
     )
+
+
+def test_executables_read_the_structured_cloudevent_on_stdin(tmp_path):
+    (tmp_path / "echo.sh").write_text("#!/bin/sh\ncat\n")
+    (tmp_path / "echo.sh").chmod(0o755)
+    config = FunctionConfig(
+        handler="echo.sh", task_root=str(tmp_path), language="executable", signature="cloudevent"
+    )
+    pipeline = start_function(config, {"ORT_PLUGINS": ""})
+    try:
+        context = Context("req-echo", int(time.time() * 1000) + 30_000, config)
+        answer = json.loads(pipeline.invoke(json.dumps(EVENTBRIDGE).encode(), context))
+    finally:
+        pipeline.close()
+    _, [mapped] = to_cloudevents(EVENTBRIDGE, request_id="req-echo")
+    assert answer == to_structured_json(mapped)
