@@ -37,6 +37,7 @@ def base_environment(**extra: str) -> dict[str, str]:
     every certificate of NODE_EXTRA_CA_CERTS at start: 125 ms here, none on Lambda)."""
     skipped = ("AWS_", "ORT_", "_HANDLER", "NODE_EXTRA_CA_CERTS")
     env = {k: v for k, v in os.environ.items() if not k.startswith(skipped)}
+    env["ORT_SIGNATURE"] = "raw"  # the references pass Lambda's events as they are: so does ORT
     env.update(extra)
     return env
 

@@ -26,7 +26,9 @@ class FunctionConfig(NamedTuple):
     log_stream_name: str | None = None
     region: str | None = None
     timeout_margin_ms: int = 50
-    signature: str = "raw"  # ORT_SIGNATURE: raw, cloudevent or http (ort_core.signatures)
+    # What the handler receives (ort_core/signatures.py). ORT_SIGNATURE unset means
+    # "cloudevent"; a FunctionConfig built in code passes events as they are unless told.
+    signature: str = "raw"
 
     @classmethod
     def from_environ(
@@ -44,7 +46,7 @@ class FunctionConfig(NamedTuple):
             log_stream_name=env.get("AWS_LAMBDA_LOG_STREAM_NAME"),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
             timeout_margin_ms=int(env.get("ORT_TIMEOUT_MARGIN_MS", "50")),
-            signature=env.get("ORT_SIGNATURE") or "raw",
+            signature=env.get("ORT_SIGNATURE") or "cloudevent",
         )
 
 

@@ -3,9 +3,10 @@
 ``ORT_SIGNATURE``:
 
 - ``raw``: the platform's event, as Lambda sends it (AWS's runtime clients do this);
-- ``cloudevent``: one CloudEvent per event, or per record for SQS, Kinesis and DynamoDB
-  batches (whose failures become Lambda's ``batchItemFailures``), in its structured JSON form;
-  each language bridge makes it idiomatic (the ``cloudevents`` SDK's object in Python);
+- ``cloudevent`` (the default): one CloudEvent per event, or per record for SQS, Kinesis and
+  DynamoDB batches (whose failures become Lambda's ``batchItemFailures``), in its structured
+  JSON form; each language bridge makes it idiomatic (the ``cloudevents`` SDK's object in
+  Python);
 - ``http``: for HTTP triggers, the request object ``{method, path, query, headers, body...}``.
 
 For HTTP triggers (API Gateway v1 and v2, function URLs, ALB) an answer is a CloudEvent (sent

@@ -15,14 +15,19 @@ PYTHON = sys.executable
 
 
 def clean_environ(**extra: str) -> dict[str, str]:
-    """os.environ without Lambda's and ORT's variables, plus ``extra``."""
+    """os.environ without Lambda's and ORT's variables, plus ``extra``.
+
+    ``ORT_SIGNATURE=raw`` unless ``extra`` says otherwise: most tests are about Lambda's own
+    events, as AWS's runtime clients pass them (an empty value means ORT's default).
+    """
     env = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("AWS_", "ORT_", "_HANDLER", "LAMBDA_", "_X_AMZN", "PYTHONUNBUF"))
     }
+    env["ORT_SIGNATURE"] = "raw"
     env.update(extra)
-    return env
+    return {name: value for name, value in env.items() if value != "" or name != "ORT_SIGNATURE"}
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ def test_example_through_ort_invoke(case, tmp_path):
             "event.json",
         ],
         cwd=EXAMPLES / folder,
-        env=clean_environ(**env, **extra),
+        env=clean_environ(ORT_SIGNATURE="", **env, **extra),  # ORT's default: CloudEvents
         capture_output=True,
         text=True,
         timeout=60,
@@ -102,7 +102,7 @@ def test_example_through_ort_emulate(case, tmp_path):
             language,
         ],
         cwd=EXAMPLES / folder,
-        env=clean_environ(**env, **extra),
+        env=clean_environ(ORT_SIGNATURE="", **env, **extra),  # ORT's default: CloudEvents
         stdout=(tmp_path / "emulator.log").open("wb"),
         stderr=subprocess.STDOUT,
     )

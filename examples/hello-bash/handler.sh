@@ -1,6 +1,7 @@
 #!/bin/bash
-# An executable ORT function: the event arrives on stdin, the answer leaves on stdout, and
-# anything written to stderr goes to the function's log. No jq: plain bash, tr and sed.
+# An executable ORT function: the event arrives on stdin (a CloudEvent in structured JSON with
+# ORT's default signature, or the raw event), the answer leaves on stdout, and anything
+# written to stderr goes to the function's log. No jq: plain bash, tr and sed pick "name".
 # `_HANDLER=handler.sh` greets with "Hello"; `_HANDLER=handler.sh.Bonjour` passes "Bonjour"
 # as $1.
 set -euo pipefail

@@ -1,8 +1,12 @@
-// A Deno function in TypeScript: answers with a greeting for the event's name.
+// A Deno function in TypeScript: answers with a greeting for the name in its event, which
+// arrives as a CloudEvent (ORT's default signature): the payload is event.data.
 // Run it: ORT_LANGUAGE=deno ort invoke --handler hello.handler --event event.json
 
 interface Event {
-  name?: string;
+  specversion: string;
+  id: string;
+  type: string;
+  data?: { name?: string };
 }
 
 interface Context {
@@ -17,7 +21,7 @@ interface Greeting {
 }
 
 export const handler = (event: Event, context: Context): Greeting => ({
-  message: `Hello, ${event.name ?? "world"}!`,
+  message: `Hello, ${event.data?.name ?? "world"}!`,
   runtime: `deno ${Deno.version.deno}`,
   requestId: context.awsRequestId,
 });

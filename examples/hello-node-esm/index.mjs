@@ -1,6 +1,7 @@
-// An ES module Node.js function: answers with a greeting for the event's name.
+// An ES module Node.js function: answers with a greeting for the name in its event, which
+// arrives as a CloudEvent (ORT's default signature): the payload is event.data.
 export const handler = async (event, context) => ({
-  message: `Hello, ${event.name ?? 'world'}!`,
+  message: `Hello, ${event.data?.name ?? 'world'}!`,
   runtime: `node ${process.version}`,
   module: 'esm',
   requestId: context.awsRequestId,

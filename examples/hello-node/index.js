@@ -1,6 +1,7 @@
-// A CommonJS Node.js function: answers with a greeting for the event's name.
+// A CommonJS Node.js function: answers with a greeting for the name in its event, which
+// arrives as a CloudEvent (ORT's default signature): the payload is event.data.
 exports.handler = async (event, context) => ({
-  message: `Hello, ${event.name ?? 'world'}!`,
+  message: `Hello, ${event.data?.name ?? 'world'}!`,
   runtime: `node ${process.version}`,
   requestId: context.awsRequestId,
 });

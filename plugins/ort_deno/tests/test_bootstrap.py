@@ -33,6 +33,7 @@ def start_bootstrap(
         _HANDLER="app.handler",
         LAMBDA_TASK_ROOT=str(task_root),
         ORT_PLUGINS="ort-deno",
+        ORT_SIGNATURE="raw",  # Lambda's own events: the handlers read fields of the event
         **extra,
     )
     with log.open("wb") as output:
