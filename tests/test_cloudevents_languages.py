@@ -154,3 +154,43 @@ def test_executables_read_the_structured_cloudevent_on_stdin(tmp_path):
         pipeline.close()
     _, [mapped] = to_cloudevents(EVENTBRIDGE, request_id="req-echo")
     assert answer == to_structured_json(mapped)
+
+
+FAILING_ORDER = {  # each raises for the record whose data says order 1
+    "python": (
+        "batch_python.py",
+        "def handler(event, context):\n"
+        "    if event.get_data()['order'] == 1:\n"
+        "        raise ValueError('order 1')\n",
+    ),
+    "node": (
+        "batch_node.js",
+        "exports.handler = async (event) => { if (event.data.order === 1) throw new Error('1'); };",
+    ),
+    "deno": (
+        "batch_deno.ts",
+        "export const handler = (event: {data: {order: number}}) => {\n"
+        "  if (event.data.order === 1) throw new Error('order 1');\n};\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("language", list(FAILING_ORDER))
+def test_each_language_gets_one_cloudevent_per_record_and_fails_only_one(tmp_path, language):
+    from test_signatures import SQS_BATCH
+
+    name, source = FAILING_ORDER[language]
+    (tmp_path / name).write_text(source)
+    config = FunctionConfig(
+        handler=f"{Path(name).stem}.handler",
+        task_root=str(tmp_path),
+        language=language,
+        signature="cloudevent",
+    )
+    pipeline = start_function(config, {"ORT_PLUGINS": f"ort-{language}"})
+    try:
+        context = Context("req-batch", int(time.time() * 1000) + 30_000, config)
+        answer = json.loads(pipeline.invoke(json.dumps(SQS_BATCH).encode(), context))
+    finally:
+        pipeline.close()
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "msg-1"}]}
