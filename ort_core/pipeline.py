@@ -128,7 +128,7 @@ class Pipeline:
             context.invoked_function_arn,
         )
         if adapted.record_ids is None:
-            return adapted.answer([_value(self._run(item, context)) for item in adapted.inputs])
+            return adapted.answer([self._run(item, context) for item in adapted.inputs])
         failed = []
         for record_id, item in zip(adapted.record_ids, adapted.inputs, strict=True):
             try:
@@ -181,11 +181,6 @@ class Pipeline:
             if result is not None:
                 response = result
         return response
-
-
-def _value(answer: Any) -> Any:
-    """A worker's JSON answer as a value, for combining answers (HTTP shaping, lists)."""
-    return json.loads(answer) if isinstance(answer, JSONBytes) else answer
 
 
 def timeout_error(context: Context, started_ms: float) -> FunctionError:

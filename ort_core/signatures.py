@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from ort_core.config import SIGNATURES
 from ort_core.events.aws import BATCH_KINDS, batch_response, record_ids, to_cloudevents
 from ort_core.events.cloudevent import to_structured_json
+from ort_core.pipeline import JSONBytes
 
 __all__ = ["SIGNATURES", "Adapted", "adapt", "carried_cloudevent", "http_answer", "is_cloudevent"]
 HTTP_KINDS = frozenset({"apigateway.v1", "apigateway.v2", "lambda.url", "alb"})
@@ -44,7 +45,7 @@ def adapt(
         event, trace_id=trace_id, request_id=request_id, function_arn=function_arn
     )
     if signature == "http" and kind in HTTP_KINDS:
-        return Adapted([mapped[0].data], None, lambda answers: http_answer(answers[0]))
+        return Adapted([mapped[0].data], None, lambda answers: http_answer(value(answers[0])))
     if signature == "http":
         return Adapted([event], None, lambda answers: answers[0])
     inputs = [to_structured_json(item) for item in mapped]
@@ -55,8 +56,15 @@ def adapt(
     if kind in BATCH_KINDS:
         return Adapted(inputs, record_ids(kind, event), batch_response)
     if kind in HTTP_KINDS:
-        return Adapted(inputs, None, lambda answers: http_answer(answers[0]))
-    return Adapted(inputs, None, lambda answers: answers[0] if len(answers) == 1 else answers)
+        return Adapted(inputs, None, lambda answers: http_answer(value(answers[0])))
+    return Adapted(
+        inputs, None, lambda answers: answers[0] if len(answers) == 1 else list(map(value, answers))
+    )
+
+
+def value(answer: Any) -> Any:
+    """A worker's JSON answer (sent on unchanged otherwise) as a value, to shape it."""
+    return json.loads(answer) if isinstance(answer, JSONBytes) else answer
 
 
 def carried_cloudevent(request: Any) -> dict[str, Any] | None:

@@ -254,3 +254,14 @@ def test_sdk_cloudevents_round_trip_through_an_http_triggered_function(tmp_path,
         assert received.get_attributes()[name] == sent.get_attributes()[name]
     assert received.get_extension("traceparent") == sent.get_extension("traceparent")
     assert received.get_data() == sent.get_data()
+
+
+def test_a_workers_answer_passes_byte_exact_with_cloudevents(tmp_path):
+    source = "exports.handler = async () => ({compact: [1, 2], text: 'é'});\n"
+    config, pipeline = start(tmp_path, source, "cloudevent", "exact.handler", "node")
+    try:
+        context = Context("req-1", int(time.time() * 1000) + 30_000, config)
+        answer = pipeline.invoke(json.dumps({"any": "event"}).encode(), context)
+    finally:
+        pipeline.close()
+    assert answer == '{"compact":[1,2],"text":"é"}'.encode()
