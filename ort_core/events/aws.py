@@ -229,14 +229,8 @@ def _records(event: dict[str, Any], key: str, value: str) -> list[Any] | None:
     return None
 
 
-def _sqs(event: dict[str, Any], inv: _Invocation) -> list[Mapped] | None:
-    records = _records(event, "eventSource", "aws:sqs")
-    if records is None:
-        return None
-    return [_sqs_record(_obj(record), inv, i) for i, record in enumerate(records)]
-
-
-def _sqs_record(record: dict[str, Any], inv: _Invocation, index: int) -> Mapped:
+def _sqs_record(raw: Any, inv: _Invocation, index: int) -> Mapped:
+    record = _obj(raw)
     attributes = _obj(record.get("attributes"))
     data, content_type = _payload(record.get("body"))
     return _event(
@@ -253,14 +247,8 @@ def _sqs_record(record: dict[str, Any], inv: _Invocation, index: int) -> Mapped:
     )
 
 
-def _sns(event: dict[str, Any], inv: _Invocation) -> list[Mapped] | None:
-    records = _records(event, "EventSource", "aws:sns")
-    if records is None:
-        return None
-    return [_sns_record(_obj(record), inv, i) for i, record in enumerate(records)]
-
-
-def _sns_record(record: dict[str, Any], inv: _Invocation, index: int) -> Mapped:
+def _sns_record(raw: Any, inv: _Invocation, index: int) -> Mapped:
+    record = _obj(raw)
     sns = _obj(record.get("Sns"))
     message_type = _text(sns.get("Type")) or "message"
     data, content_type = _payload(sns.get("Message"))
@@ -277,13 +265,6 @@ def _sns_record(record: dict[str, Any], inv: _Invocation, index: int) -> Mapped:
         time=rfc3339(sns.get("Timestamp")),
         index=index,
     )
-
-
-def _s3(event: dict[str, Any], inv: _Invocation) -> list[Mapped] | None:
-    records = _records(event, "eventSource", "aws:s3")
-    if records is None:
-        return None
-    return [_s3_record(record, inv, i) for i, record in enumerate(records)]
 
 
 def _s3_record(raw: Any, inv: _Invocation, index: int) -> Mapped:
@@ -310,14 +291,8 @@ def _s3_record(raw: Any, inv: _Invocation, index: int) -> Mapped:
     )
 
 
-def _dynamodb(event: dict[str, Any], inv: _Invocation) -> list[Mapped] | None:
-    records = _records(event, "eventSource", "aws:dynamodb")
-    if records is None:
-        return None
-    return [_dynamodb_record(_obj(record), inv, i) for i, record in enumerate(records)]
-
-
-def _dynamodb_record(record: dict[str, Any], inv: _Invocation, index: int) -> Mapped:
+def _dynamodb_record(raw: Any, inv: _Invocation, index: int) -> Mapped:
+    record = _obj(raw)
     change = record.get("dynamodb")
     arn = _text(record.get("eventSourceARN"))
     name = _text(record.get("eventName")) or "record"
@@ -333,14 +308,8 @@ def _dynamodb_record(record: dict[str, Any], inv: _Invocation, index: int) -> Ma
     )
 
 
-def _kinesis(event: dict[str, Any], inv: _Invocation) -> list[Mapped] | None:
-    records = _records(event, "eventSource", "aws:kinesis")
-    if records is None:
-        return None
-    return [_kinesis_record(_obj(record), inv, i) for i, record in enumerate(records)]
-
-
-def _kinesis_record(record: dict[str, Any], inv: _Invocation, index: int) -> Mapped:
+def _kinesis_record(raw: Any, inv: _Invocation, index: int) -> Mapped:
+    record = _obj(raw)
     kinesis = _obj(record.get("kinesis"))
     encoded = kinesis.get("data")
     raw = _b64decode(encoded)
@@ -632,13 +601,27 @@ def _logs(event: dict[str, Any], inv: _Invocation) -> list[Mapped] | None:
 # Tried in order; a mapper returns None for a shape that is not its own. Specific shapes come
 # before the general ones they resemble (function URLs are v2 events, ALB events look like v1,
 # scheduled events are EventBridge events).
+def _per_record(
+    key: str, value: str, record_mapper: Callable[[Any, _Invocation, int], Mapped]
+) -> Mapper:  # record mappers take the record as it came (S3's data is the record itself)
+    """A mapper for events whose ``Records[0][key]`` is ``value``: one CloudEvent a record."""
+
+    def mapper(event: dict[str, Any], inv: _Invocation) -> list[Mapped] | None:
+        records = _records(event, key, value)
+        if records is None:
+            return None
+        return [record_mapper(record, inv, i) for i, record in enumerate(records)]
+
+    return mapper
+
+
 SOURCES: list[tuple[str, Mapper]] = [
     ("cloudevent", _cloudevent),
-    ("sqs", _sqs),
-    ("sns", _sns),
-    ("s3", _s3),
-    ("dynamodb", _dynamodb),
-    ("kinesis", _kinesis),
+    ("sqs", _per_record("eventSource", "aws:sqs", _sqs_record)),
+    ("sns", _per_record("EventSource", "aws:sns", _sns_record)),
+    ("s3", _per_record("eventSource", "aws:s3", _s3_record)),
+    ("dynamodb", _per_record("eventSource", "aws:dynamodb", _dynamodb_record)),
+    ("kinesis", _per_record("eventSource", "aws:kinesis", _kinesis_record)),
     ("lambda.url", _function_url),
     ("apigateway.v2", _apigateway_v2),
     ("alb", _alb),
