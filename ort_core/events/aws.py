@@ -598,6 +598,7 @@ def _logs(event: dict[str, Any], inv: _Invocation) -> list[Mapped] | None:
 
 # -- the registry and the entry points --------------------------------------------------------
 
+
 # Tried in order; a mapper returns None for a shape that is not its own. Specific shapes come
 # before the general ones they resemble (function URLs are v2 events, ALB events look like v1,
 # scheduled events are EventBridge events).
