@@ -75,6 +75,19 @@ def stop_unadopted() -> None:
         worker.stop()  # type: ignore[attr-defined]
 
 
+def configured_or_on_path(variable: str, name: str) -> str | None:
+    """The program ``$variable`` names, else ``name`` on PATH: how language plugins find their
+    binary before any fallback of their own (cheaper than importing shutil for ``which``)."""
+    configured = os.environ.get(variable)
+    if configured:
+        return configured
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = os.path.join(directory, name)
+        if directory and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 def worker_environment(spec: WorkerSpec, config: FunctionConfig) -> dict[str, str]:
     return {
         **os.environ,

@@ -40,6 +40,18 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /** Lambda's error JSON: the thrown class's name, its message and the user's stack frames. */
+/** Calls `fail` for an uncaught exception or unhandled rejection, instead of Deno's exit. */
+export function onUncaught(fail: (error: unknown) => void): void {
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    fail(event.error);
+  });
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    fail(event.reason);
+  });
+}
+
 export function describe(error: unknown): ErrorJSON {
   if (error instanceof Error) {
     const className = (error as { constructor?: { name?: string } }).constructor?.name;

@@ -9,7 +9,7 @@
 // The marker is new for each event and read before the handler's module is, so no output of
 // the handler's, however it writes to stdout, can pass for the result.
 
-import { errorBytes, type Handler, invoke, loadHandler } from "./handler.ts";
+import { errorBytes, type Handler, invoke, loadHandler, onUncaught } from "./handler.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -42,14 +42,7 @@ async function main(): Promise<never> {
     answered = true;
     answer(false, errorBytes(error), 129);
   };
-  globalThis.addEventListener("error", (event) => {
-    event.preventDefault();
-    fail(event.error);
-  });
-  globalThis.addEventListener("unhandledrejection", (event) => {
-    event.preventDefault();
-    fail(event.reason);
-  });
+  onUncaught(fail);
 
   let handler: Handler;
   try {

@@ -11,6 +11,7 @@ import os
 
 from ort_core.config import FunctionConfig
 from ort_core.errors import FunctionError
+from ort_core.workers.prelaunch import configured_or_on_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.ts")
@@ -76,13 +77,9 @@ class WorkerCommand:
 
 def deno_binary() -> str:
     """``ORT_DENO_BINARY``, else ``deno`` on PATH, else the ``deno`` PyPI package's."""
-    configured = os.environ.get("ORT_DENO_BINARY")
-    if configured:
-        return configured
-    for directory in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = os.path.join(directory, "deno")
-        if directory and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
+    found = configured_or_on_path("ORT_DENO_BINARY", "deno")
+    if found:
+        return found
     from importlib.util import find_spec
 
     if find_spec("deno") is not None:

