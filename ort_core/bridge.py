@@ -16,6 +16,12 @@ class Bridge(Protocol):
     ``invoke`` returns the handler's answer as a JSON-serialisable value, or raises: a
     ``FunctionError`` is sent as is, any other exception is described by its class name,
     message and stack.
+
+    A bridge may also define ``cancel() -> bool``. The watchdog calls it from its own thread
+    when the invocation in flight reaches its deadline: it ends that work at once (kills the
+    worker or the process) so that ``invoke`` returns, and the next ``invoke`` starts afresh.
+    It returns False, or is absent, when the handler runs in ORT's own process and cannot be
+    stopped: the front end then sends the timeout itself and ends the sandbox.
     """
 
     language: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ort_core.deadline import Watchdog
@@ -21,6 +21,7 @@ log = logging.getLogger("ort")
 if TYPE_CHECKING:
     from ort_core.bridge import Bridge
     from ort_core.context import Context
+    from ort_core.middleware import Middleware
     from ort_core.plugins import Hooks
 
 
@@ -67,9 +68,16 @@ def encode_response(response: Any) -> bytes:
 class Pipeline:
     """Runs events through the plugins and the bridge; raises FunctionError on failure.
 
+    Executable middlewares sit between the in-process hooks and the bridge: ``before_event``
+    hooks, middlewares' ``before`` in order, the handler, their ``after`` in reverse, then
+    ``after_response`` hooks. An early answer from a ``before_event`` hook skips the
+    middlewares both ways, since they never saw the event.
+
     A watchdog acts ``timeout_margin_ms`` before the deadline: it runs the ``on_timeout``
-    hooks, then ``on_expiry`` (the front end's way to send the timeout error while the
-    handler is still busy, and to end or restart the work in flight).
+    hooks, then cuts the step in flight (the bridge's or the middleware's ``cancel``), and
+    ``invoke`` raises the timeout error. When the step cannot be cut (a handler running in
+    ORT's own process), ``on_expiry`` is the front end's way to send the error while the
+    handler is still busy, and to end the sandbox.
     """
 
     def __init__(
@@ -79,18 +87,23 @@ class Pipeline:
         on_expiry: Callable[[FunctionError, Context], None] | None = None,
         timeout_margin_ms: int = 50,
         signature: str = "raw",
+        middlewares: Sequence[Middleware] = (),
     ) -> None:
         self.hooks = hooks
         self.bridge = bridge
         self.on_expiry = on_expiry
         self.timeout_margin_ms = timeout_margin_ms
         self.signature = signature
+        self.middlewares = list(middlewares)
+        self._cancel_bridge: Callable[[], bool] | None = getattr(bridge, "cancel", None)
         self._event_in_flight: Any = None
+        self._cancel_in_flight: Callable[[], bool] | None = None
+        self._expired = False
         self._watchdog = Watchdog()
 
     def invoke(self, body: bytes, context: Context) -> bytes:
         event = self._event_in_flight = None
-        armed = False
+        armed = self._expired = False
         started_ms = time.time() * 1000
         try:
             event = decode_event(body)
@@ -103,7 +116,7 @@ class Pipeline:
         except Exception as exc:
             error = FunctionError.from_exception(exc)
         if armed and not self._watchdog.disarm():
-            raise timeout_error(context, started_ms)
+            raise timeout_error(context, started_ms, error)
         if error is not None:
             self.hooks.on_error(error, self._event_in_flight, context)
             raise error
@@ -112,9 +125,29 @@ class Pipeline:
     def _run(self, event: Any, context: Context) -> Any:
         self._event_in_flight = event
         event, early = self._before(event, context)
+        if early is not None:
+            return self._after(early.value, event, context)
+        for middleware in self.middlewares:
+            event = self._stage(middleware.cancel, middleware.before, event, context)
         self._event_in_flight = event  # as the handler receives it, for on_error
-        response = early.value if early else self.bridge.invoke(event, context)
+        response = self._stage(self._cancel_bridge, self.bridge.invoke, event, context)
+        for middleware in reversed(self.middlewares):
+            response = self._stage(middleware.cancel, middleware.after, response, context)
         return self._after(response, event, context)
+
+    def _stage(
+        self,
+        cancel: Callable[[], bool] | None,
+        call: Callable[[Any, Context], Any],
+        payload: Any,
+        context: Context,
+    ) -> Any:
+        """Run a step the watchdog may cut with ``cancel`` (None: it cannot be cut)."""
+        self._cancel_in_flight = cancel
+        try:
+            return call(payload, context)
+        finally:
+            self._cancel_in_flight = None
 
     def _run_adapted(self, event: Any, context: Context) -> Any:
         """The event in the function's signature: one run per record, answers combined."""
@@ -134,6 +167,8 @@ class Pipeline:
             try:
                 self._run(item, context)
             except Exception as exc:
+                if self._expired:
+                    raise  # cut at the deadline: the whole batch times out
                 error = FunctionError.from_exception(exc)
                 log.error("record %s failed: %s: %s", record_id, error.error_type, error.message)
                 self.hooks.on_error(error, self._event_in_flight, context)
@@ -141,15 +176,23 @@ class Pipeline:
         return adapted.answer(failed)
 
     def close(self) -> None:
-        """Stop the bridge (and its worker): the sandbox is ending."""
+        """Stop the bridge (and its worker) and the middlewares: the sandbox is ending."""
         self.bridge.stop()
+        for middleware in self.middlewares:
+            middleware.close()
 
     def _arm_watchdog(self, event: Any, context: Context, started_ms: float) -> bool:
         if not context.deadline_ms:
             return False
 
         def expire() -> None:
+            """On the watchdog thread: last words, then cut the step in flight so the
+            invoking thread raises the timeout; what cannot be cut is the front end's."""
+            self._expired = True
             self.hooks.on_timeout(event, context)
+            cancel = self._cancel_in_flight
+            if cancel is not None and cancel():
+                return
             if self.on_expiry is not None:
                 self.on_expiry(timeout_error(context, started_ms), context)
 
@@ -183,9 +226,13 @@ class Pipeline:
         return response
 
 
-def timeout_error(context: Context, started_ms: float) -> FunctionError:
+def timeout_error(
+    context: Context, started_ms: float, cut: FunctionError | None = None
+) -> FunctionError:
+    """Lambda's timeout error; when a middleware was cut, its failure says which and where."""
     seconds = max(0.0, (context.deadline_ms - started_ms) / 1000)
+    detail = f": {cut.message}" if cut and cut.error_type == "Runtime.MiddlewareError" else ""
     return FunctionError(
         "Sandbox.Timedout",
-        f"{context.aws_request_id} Task timed out after {seconds:.2f} seconds",
+        f"{context.aws_request_id} Task timed out after {seconds:.2f} seconds{detail}",
     )

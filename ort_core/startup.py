@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ort_core.config import SIGNATURES, FunctionConfig
 from ort_core.context import Context
 from ort_core.errors import FunctionError
+from ort_core.middleware import load_middlewares
 from ort_core.pipeline import Pipeline
 from ort_core.plugins import Hooks, PluginLoadError, load_plugins
 from ort_core.workers.prelaunch import stop_unadopted
 
 if TYPE_CHECKING:
     from ort_core.bridge import Bridge
+    from ort_core.middleware import Middleware
 
 
 def start_function(
@@ -37,12 +40,18 @@ def start_function(
     except PluginLoadError as exc:
         raise FunctionError("Runtime.PluginError", str(exc)) from None
     bridge = launch_bridge(hooks, config)
+    middlewares: list[Middleware] = []
     try:
+        middlewares = load_middlewares(os.environ if environ is None else environ)
         hooks.on_init(config, bridge)
     except FunctionError:
         bridge.stop()
+        for middleware in middlewares:
+            middleware.close()
         raise
-    return Pipeline(hooks, bridge, on_expiry, config.timeout_margin_ms, config.signature)
+    return Pipeline(
+        hooks, bridge, on_expiry, config.timeout_margin_ms, config.signature, middlewares
+    )
 
 
 def launch_bridge(hooks: Hooks, config: FunctionConfig) -> Bridge:

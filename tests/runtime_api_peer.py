@@ -23,6 +23,8 @@ class Result:
     kind: str  # "response" or "error"
     body: bytes
     headers: dict[str, str]
+    received_ms: int = 0  # when it arrived (epoch ms), to compare with the deadline
+    deadline_ms: int = 0  # the invocation's Lambda-Runtime-Deadline-Ms
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -34,6 +36,7 @@ class Peer:
     events: queue.Queue = field(default_factory=queue.Queue)
     results: dict[str, queue.Queue] = field(default_factory=dict)
     init_errors: list[Result] = field(default_factory=list)
+    deadlines: dict[str, int] = field(default_factory=dict)
     refuse_responses_with: int | None = None  # answer POST .../response with this status
 
     @property
@@ -78,11 +81,12 @@ def start_peer(deadline_ms: int | None = None) -> Peer:
         def do_GET(self) -> None:
             assert self.path == f"{PREFIX}/invocation/next", self.path
             request_id, payload, extra = peer.events.get()
+            deadline = peer.deadlines[request_id] = int(time.time() * 1000) + (
+                deadline_ms or 60_000
+            )
             headers = {
                 "Lambda-Runtime-Aws-Request-Id": request_id,
-                "Lambda-Runtime-Deadline-Ms": str(
-                    int(time.time() * 1000) + (deadline_ms or 60_000)
-                ),
+                "Lambda-Runtime-Deadline-Ms": str(deadline),
                 "Lambda-Runtime-Invoked-Function-Arn": ARN,
                 "Content-Type": "application/json",
                 **extra,
@@ -100,7 +104,9 @@ def start_peer(deadline_ms: int | None = None) -> Peer:
             if kind == "response" and peer.refuse_responses_with:
                 self._answer(peer.refuse_responses_with, b'{"errorType":"Refused"}')
                 return
-            peer.results[request_id].put(Result(kind, body, headers))
+            received = int(time.time() * 1000)
+            deadline = peer.deadlines.get(request_id, 0)
+            peer.results[request_id].put(Result(kind, body, headers, received, deadline))
             self._answer(202, b"{}")
 
     class Server(ThreadingHTTPServer):

@@ -189,8 +189,15 @@ class ExecutableBridge:
             )
         return json_answer(result.stdout)
 
+    def cancel(self) -> bool:
+        """Kill the invocation in flight (it reached its deadline)."""
+        running = self._running
+        if running is not None:
+            running.kill("deadline")
+        return True
+
     def stop(self) -> None:
-        """Kill the invocation in flight, if any (the watchdog or SIGTERM calls this)."""
+        """Kill the invocation in flight, if any (SIGTERM: the sandbox is ending)."""
         running = self._running
         if running is not None:
             running.kill("stop")

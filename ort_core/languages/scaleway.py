@@ -205,6 +205,13 @@ class ScalewayBridge:
             )
         return json_answer(payload, trim_newline=False)
 
+    def cancel(self) -> bool:
+        """The invocation reached its deadline: kill the sub-runtime; the next event boots one."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.kill()
+        return True
+
     def stop(self) -> None:
         self._stop_process()
 

@@ -116,6 +116,13 @@ class WorkerBridge:
             raise error_from_body(payload)
         return JSONBytes(payload)
 
+    def cancel(self) -> bool:
+        """The invocation reached its deadline: kill the worker; the next event starts one."""
+        worker = self.worker
+        if worker is not None:
+            worker.kill()
+        return True
+
     def stop(self) -> None:
         worker, self.worker = self.worker, None  # the watchdog may stop it from its thread
         if worker is not None:

@@ -143,6 +143,17 @@ class Worker:
             return f"signal: {signal.Signals(-code).name.lower().removeprefix('sig')}"
         return f"exit status {code}"
 
+    def kill(self) -> None:
+        """SIGKILL it now, from any thread; an ``invoke`` waiting on it raises WorkerExited.
+        ``stop`` still has to reap it."""
+        if self.process.poll() is None:
+            self.process.kill()
+        if self.channel is not None:
+            try:
+                self.channel.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def stop(self, grace: float = 1.0) -> None:
         """SIGTERM the worker, SIGKILL it after ``grace``; reap it and close every descriptor.
 

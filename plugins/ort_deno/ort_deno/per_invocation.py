@@ -115,8 +115,13 @@ class PerInvocationBridge:
             raise error_from_body(payload)
         return JSONBytes(payload)
 
+    def cancel(self) -> bool:
+        """The invocation reached its deadline: kill its process."""
+        self.stop()
+        return True
+
     def stop(self) -> None:
-        """Kill the processes still running (an invocation cut at its deadline)."""
+        """Kill the processes still running."""
         with self._lock:
             running = list(self._running)
         for process in running:
