@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from conftest import PYTHON, clean_environ
-from runtime_api_peer import start_peer
 
 from ort_core import Context, FunctionConfig, FunctionError
 from ort_core.startup import start_function
@@ -128,23 +127,6 @@ def test_sigterm_stops_the_runtime_and_its_worker(node_dir, tmp_path, peer):
     finally:
         runtime.kill()
         runtime.wait()
-
-
-def test_a_timeout_answers_in_time_and_stops_the_worker(node_dir, tmp_path):
-    peer = start_peer(deadline_ms=600)
-    runtime = start_bootstrap(peer.address, node_dir, tmp_path / "runtime.log")
-    try:
-        worker_pid = peer.invoke({}).json()["pid"]
-        started = time.monotonic()
-        result = peer.invoke({"sleep": 30_000})
-        assert time.monotonic() - started < 5
-        assert result.json()["errorType"] == "Sandbox.Timedout"
-        assert runtime.wait(timeout=10) == 1
-        assert gone(worker_pid)
-    finally:
-        runtime.kill()
-        runtime.wait()
-        peer.close()
 
 
 def test_a_worker_init_error_reaches_init_error(node_dir, tmp_path, peer):
