@@ -3,7 +3,9 @@
 Plugins are modules published in the entry-point group ``ort``. ``ORT_PLUGINS=a,b`` loads
 only the named distributions (no scan of every installed package); ``ORT_DISABLE_PLUGINS``
 blocks distributions or entry-point names; ``ORT_PLUGIN_MODULES`` registers importable
-modules that are not packaged, as ``PYTEST_PLUGINS`` does for pytest.
+modules that are not packaged, as ``PYTEST_PLUGINS`` does for pytest (the function's task
+root is importable, so a function can bring its own); ``ORT_PLUGIN_ORDER`` puts the plugins
+it names first in every hook, in its order.
 """
 
 from __future__ import annotations
@@ -96,7 +98,14 @@ def load_plugins(environ: Mapping[str, str] | None = None, extra: Iterable[objec
             module = importlib.import_module(module_name)
             infos[_register(manager, module, name)] = PluginInfo(name, "ort-core (built in)", None)
 
-    for module_name in _names(env.get("ORT_PLUGIN_MODULES")):
+    module_names = _names(env.get("ORT_PLUGIN_MODULES"))
+    if module_names:
+        import sys
+
+        task_root = env.get("LAMBDA_TASK_ROOT") or os.getcwd()
+        if task_root not in sys.path:  # the function's own middlewares, next to its code
+            sys.path.insert(0, task_root)
+    for module_name in module_names:
         try:
             plugin = importlib.import_module(module_name)
         except Exception as exc:
@@ -110,7 +119,14 @@ def load_plugins(environ: Mapping[str, str] | None = None, extra: Iterable[objec
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         infos[_register(manager, plugin, name)] = PluginInfo(name, None, None)
 
-    return Hooks(manager, infos)
+    order = _names(env.get("ORT_PLUGIN_ORDER"))
+    unknown = [name for name in order if name not in infos]
+    if unknown:
+        raise PluginLoadError(
+            f"ORT_PLUGIN_ORDER names {', '.join(map(repr, unknown))}, which is not loaded "
+            f"(loaded: {', '.join(infos)})"
+        )
+    return Hooks(manager, infos, order)
 
 
 def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> str:
@@ -128,21 +144,28 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> str:
 class Hooks:
     """The hooks, called by name with typed arguments; nothing else spells ``pm.hook``."""
 
-    def __init__(self, manager: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    def __init__(
+        self,
+        manager: pluggy.PluginManager,
+        infos: dict[str, PluginInfo],
+        order: list[str] | None = None,
+    ) -> None:
         self.manager = manager
         self._infos = infos
+        self._rank = {name: rank for rank, name in enumerate(order or [])}
         self.before_event_chain = self.implementations("before_event")
         self.after_response_chain = self.implementations("after_response")[::-1]
 
     def implementations(self, hook_name: str) -> list[tuple[str, Callable[..., Any]]]:
-        """(plugin name, implementation) in pluggy's call order, callable with keywords.
+        """(plugin name, implementation) in call order, callable with keywords: the plugins
+        ``ORT_PLUGIN_ORDER`` lists first, in its order, then the others in pluggy's order.
 
         ORT threads each one's result into the next, which pluggy's own calling does not do.
         """
-        return [
-            (impl.plugin_name, _keyword_caller(impl.function, impl.argnames))
-            for impl in reversed(getattr(self.manager.hook, hook_name).get_hookimpls())
-        ]
+        impls = list(reversed(getattr(self.manager.hook, hook_name).get_hookimpls()))
+        last = len(self._rank)
+        impls.sort(key=lambda impl: self._rank.get(impl.plugin_name, last))  # stable
+        return [(impl.plugin_name, _keyword_caller(impl.function, impl.argnames)) for impl in impls]
 
     def launch_language(self, config: FunctionConfig) -> Bridge | None:
         return self.manager.hook.launch_language(config=config)

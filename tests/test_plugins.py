@@ -248,3 +248,89 @@ def test_invoke_of_a_raising_handler_exits_1_with_the_error_json(site: Path, app
     assert error["requestId"]
     assert any("app.py" in frame for frame in error["stackTrace"])
     assert "hello from the handler" in result.stderr
+
+
+# -- in-process middlewares from the function's own code, and their order --------------------
+
+GATE = """
+    from ort_core import EarlyResponse, hookimpl
+
+    @hookimpl
+    def before_event(event):
+        if event.get("token") != "let-me-in":
+            return EarlyResponse({"statusCode": 401, "body": "missing or wrong token"})
+        return {**event, "checked_by": "auth_gate"}
+"""
+
+
+def test_a_function_brings_its_own_middleware_from_its_task_root(
+    site: Path, app: Path, tmp_path: Path
+) -> None:
+    (app / "auth_gate.py").write_text(textwrap.dedent(GATE))
+
+    def invoke(event: str) -> subprocess.CompletedProcess[str]:
+        return ort(
+            *("invoke", "--handler", "app.handler", "--event", "-"),
+            site=site,
+            cwd=tmp_path,  # not the task root: only LAMBDA_TASK_ROOT makes the module importable
+            stdin=event,
+            LAMBDA_TASK_ROOT=str(app),
+            ORT_PLUGIN_MODULES="auth_gate",
+        )
+
+    refused = invoke('{"token": "guess"}')
+    assert refused.returncode == 0, refused.stderr
+    assert json.loads(refused.stdout) == {"statusCode": 401, "body": "missing or wrong token"}
+    assert "hello from the handler" not in refused.stderr
+
+    allowed = invoke('{"token": "let-me-in"}')
+    assert json.loads(allowed.stdout)["got"] == {"token": "let-me-in", "checked_by": "auth_gate"}
+
+
+TAGGER = """
+    from ort_core import hookimpl
+
+    @hookimpl
+    def before_event(event):
+        return {{**event, "trail": [*event.get("trail", []), "{name}:before"]}}
+
+    @hookimpl
+    def after_response(response):
+        return {{**response, "trail": [*response.get("trail", []), "{name}:after"]}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        ("", ["second:before", "first:before", "first:after", "second:after"]),
+        ("first", ["first:before", "second:before", "second:after", "first:after"]),
+        ("second,first", ["second:before", "first:before", "first:after", "second:after"]),
+    ],
+)
+def test_plugin_order_puts_the_named_plugins_first_and_after_response_in_reverse(
+    site: Path, app: Path, order: str, expected: list[str]
+) -> None:
+    (app / "echo.py").write_text(
+        "def handler(event, context):\n    return {'trail': event['trail']}\n"
+    )
+    for name in ("first", "second"):
+        (site / f"{name}.py").write_text(textwrap.dedent(TAGGER.format(name=name)))
+
+    result = ort(
+        *("invoke", "--handler", "echo.handler"),
+        site=site,
+        cwd=app,
+        ORT_PLUGIN_MODULES="first,second",
+        ORT_PLUGIN_ORDER=order,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["trail"] == expected
+
+
+def test_plugin_order_naming_a_plugin_that_is_not_loaded_fails(site: Path) -> None:
+    result = ort("plugins", site=site, ORT_PLUGIN_ORDER="nonesuch")
+
+    assert result.returncode == 1
+    assert "ORT_PLUGIN_ORDER names 'nonesuch', which is not loaded" in result.stderr
