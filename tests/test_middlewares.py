@@ -177,8 +177,7 @@ def start(tmp_path: Path, middleware_dir: Path) -> Iterator[Callable[..., Runtim
             AWS_LAMBDA_RUNTIME_API=peer.address,
             _HANDLER=handler,
             LAMBDA_TASK_ROOT=str(folder),
-            ORT_MIDDLEWARE_DIR=str(middleware_dir),
-            **env,
+            **{"ORT_MIDDLEWARE_DIR": str(middleware_dir), **env},
         )
         if middlewares:
             environ["SLSMIDDLEWARES"] = middlewares
@@ -432,3 +431,31 @@ def test_an_early_answer_from_before_event_skips_the_middlewares_and_the_handler
     runtime = start("one", ORT_PLUGIN_MODULES="gate", PYTHONPATH=str(plugin))
     assert runtime.invoke({}) == {"statusCode": 401, "body": "no token"}
     assert runtime.invoke({"token": "t"})["trail"] == ["one:before", "one:after"]
+
+
+# -- the examples -----------------------------------------------------------------------------
+
+HTTP_APP = """
+def handler(event, context):
+    return {"statusCode": 200, "headers": {"Content-Type": "text/plain"}, "body": "hi"}
+"""
+
+
+def test_the_example_middlewares_in_bash_and_python(start):
+    examples = Path(__file__).parent.parent / "examples" / "middlewares"
+    runtime = start(
+        "log-request,count-events,request-timer,security-headers",
+        files={"app.py": HTTP_APP},
+        ORT_MIDDLEWARE_DIR=str(examples),
+    )
+    for _ in range(2):
+        answer = runtime.invoke({"path": "/"})
+    assert answer["statusCode"] == 200 and answer["body"] == "hi"
+    headers = answer["headers"]
+    assert headers["Content-Type"] == "text/plain"
+    assert headers["X-Content-Type-Options"] == "nosniff"  # security-headers, per event
+    assert headers["Server-Timing"].startswith("app;dur=")  # request-timer, persistent
+    log = runtime.log
+    assert "count-events: event #2 in this sandbox" in log
+    assert "request-timer: " in log and " took " in log
+    assert "log-request: before " in log and "log-request: after " in log
