@@ -104,6 +104,15 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its reaper does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -459,3 +468,13 @@ def test_the_example_middlewares_in_bash_and_python(start):
     assert "count-events: event #2 in this sandbox" in log
     assert "request-timer: " in log and " took " in log
     assert "log-request: before " in log and "log-request: after " in log
+
+
+def test_sigterm_ends_the_persistent_middlewares_with_the_runtime(start):
+    runtime = start("p-one,p-two")
+    seen = runtime.invoke({})["event"]["seen"]
+    pids = {seen["p-one:before"]["pid"], seen["p-two:before"]["pid"]}
+    assert pids <= descendants(runtime.process.pid)
+    runtime.process.terminate()
+    assert runtime.process.wait(timeout=10) == 0
+    assert not any(alive(pid) for pid in pids)

@@ -63,8 +63,15 @@ class PersistentMiddleware:
         return True
 
     def close(self) -> None:
-        with self._lock:
-            self._stop(grace=1.0)
+        """End it: on the end of its input when idle; killed when a call is in flight (the
+        sandbox is ending; this may run in a signal handler on the calling thread)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._stop(grace=1.0)
+            finally:
+                self._lock.release()
+        else:
+            self.cancel()
 
     # -- one call --------------------------------------------------------------------------
 
