@@ -71,6 +71,9 @@ class Context:
         self.memory_limit_in_mb = config.memory_limit_in_mb
         self.log_group_name = config.log_group_name
         self.log_stream_name = config.log_stream_name
+        # What the handler receives this time: ORT_SIGNATURE, or the front end's choice per
+        # request (the gateway hands a CloudEvent request over as a CloudEvent).
+        self.signature = config.signature
 
     @classmethod
     def from_runtime_headers(cls, headers: Mapping[str, str], config: FunctionConfig) -> Context:

@@ -86,14 +86,12 @@ class Pipeline:
         bridge: Bridge,
         on_expiry: Callable[[FunctionError, Context], None] | None = None,
         timeout_margin_ms: int = 50,
-        signature: str = "raw",
         middlewares: Sequence[Middleware] = (),
     ) -> None:
         self.hooks = hooks
         self.bridge = bridge
         self.on_expiry = on_expiry
         self.timeout_margin_ms = timeout_margin_ms
-        self.signature = signature
         self.middlewares = list(middlewares)
         self._cancel_bridge: Callable[[], bool] | None = getattr(bridge, "cancel", None)
         self._event_in_flight: Any = None
@@ -108,7 +106,7 @@ class Pipeline:
         try:
             event = decode_event(body)
             armed = self._arm_watchdog(event, context, started_ms)
-            if self.signature == "raw":
+            if context.signature == "raw":
                 result = encode_response(self._run(event, context))
             else:
                 result = encode_response(self._run_adapted(event, context))
@@ -155,7 +153,7 @@ class Pipeline:
 
         adapted = adapt(
             event,
-            self.signature,
+            context.signature,
             context.aws_request_id,
             context.trace_id,
             context.invoked_function_arn,

@@ -49,9 +49,7 @@ def start_function(
         for middleware in middlewares:
             middleware.close()
         raise
-    return Pipeline(
-        hooks, bridge, on_expiry, config.timeout_margin_ms, config.signature, middlewares
-    )
+    return Pipeline(hooks, bridge, on_expiry, config.timeout_margin_ms, middlewares)
 
 
 def launch_bridge(hooks: Hooks, config: FunctionConfig) -> Bridge:

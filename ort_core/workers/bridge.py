@@ -93,7 +93,7 @@ class WorkerBridge:
         header = {
             "type": "invoke",
             "id": context.aws_request_id,
-            "signature": self.config.signature,
+            "signature": context.signature,
             "context": context_header(context),
         }
         body = event if isinstance(event, JSONBytes) else json.dumps(event).encode()

@@ -32,7 +32,7 @@ class InProcessBridge:
 
     def invoke(self, event: Any, context: Context) -> Any:
         assert self._caller is not None, "InProcessBridge.invoke before start"
-        cloudevents = self.config.signature == "cloudevent"
+        cloudevents = context.signature == "cloudevent"
         if cloudevents:
             from ort_core.events.cloudevent import from_structured_json, to_cloudevent
 
