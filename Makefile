@@ -24,7 +24,7 @@ system-packages:
 $(VENV)/.installed: pyproject.toml plugins/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS_WITH_EXTRAS))
+	$(BIN)/python -m pip install --quiet -e '.[serve,test]' $(addprefix -e ,$(PLUGINS_WITH_EXTRAS))
 	touch $@
 
 demo: install

@@ -72,6 +72,23 @@ def _run_command(args: list[str]) -> int:
         "--timeout", type=float, help="seconds (default $AWS_LAMBDA_FUNCTION_TIMEOUT or 300)"
     )
 
+    serve = commands.add_parser(
+        "serve",
+        help="serve the function over HTTP (Scaleway-compatible; needs ort-core[serve])",
+        description="Turn each HTTP request into an event (Scaleway's) and run it through "
+        "ORT's pipeline on a pool of workers: docs/gateway.md.",
+    )
+    serve.add_argument("--handler", help="e.g. app.handler (default $_HANDLER or SCW_HANDLER_*)")
+    serve.add_argument("--language", help="python, node, deno... (default $ORT_LANGUAGE)")
+    serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (default $PORT or 8080)")
+    serve.add_argument(
+        "--concurrency", type=int, help="workers (default $ORT_CONCURRENCY or the CPU count)"
+    )
+    serve.add_argument(
+        "--timeout", type=float, help="seconds (default $AWS_LAMBDA_FUNCTION_TIMEOUT or 300)"
+    )
+
     plugins = commands.add_parser(
         "plugins",
         help="list loaded plugins, their versions and hooks",
@@ -89,7 +106,27 @@ def _run_command(args: list[str]) -> int:
         return _emulate(options)
     if options.command == "invoke":
         return _invoke(options)
+    if options.command == "serve":
+        return _serve(options)
     return _plugins(options)
+
+
+def _serve(options: argparse.Namespace) -> int:
+    import os
+
+    from ort_core.config import with_lambda_defaults
+
+    env = with_lambda_defaults(os.environ)
+    if options.language:
+        env["ORT_LANGUAGE"] = options.language
+    try:
+        from ort_core.gateway.server import serve
+    except ImportError as exc:
+        print(f"ort serve: {exc.name} is missing: pip install 'ort-core[serve]'", file=sys.stderr)
+        return 1
+    return serve(
+        env, options.handler, options.host, options.port, options.concurrency, options.timeout
+    )
 
 
 def _emulate(options: argparse.Namespace) -> int:
