@@ -15,6 +15,17 @@ DEFAULT_QUEUE = 64
 DEFAULT_MAX_BODY = 6 * 1024 * 1024  # SCW_PAYLOAD_MAX_SIZE's default, Lambda's limit too
 
 
+def scaleway_identity(env: Mapping[str, str]) -> dict[str, str]:
+    """Scaleway's names for the function, as the context's fields (``functionName``,
+    ``functionVersion``, ``memoryLimitInMb``) read them."""
+    names = {
+        "SCW_APPLICATION_NAME": "AWS_LAMBDA_FUNCTION_NAME",
+        "SCW_APPLICATION_VERSION": "AWS_LAMBDA_FUNCTION_VERSION",
+        "SCW_APPLICATION_MEMORY": "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    }
+    return {lambda_name: env[name] for name, lambda_name in names.items() if env.get(name)}
+
+
 def handler_from_scaleway(env: Mapping[str, str]) -> str | None:
     """``SCW_HANDLER_PATH=handlers/hello.js`` and ``SCW_HANDLER_NAME=hello`` is ORT's
     ``handlers/hello.hello``; a path without a name is the file itself (an executable)."""
@@ -44,6 +55,7 @@ def serve(
     from ort_core.logs import setup_function_logging
     from ort_core.startup import start_function
 
+    env = {**env, **scaleway_identity(env)}
     setup_function_logging(env)
     handler = handler or env.get("_HANDLER") or handler_from_scaleway(env)
     config = FunctionConfig.from_environ(env, handler=handler)
