@@ -124,3 +124,32 @@ def test_example_through_ort_emulate(case, tmp_path):
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
+
+
+def test_the_http_example_answers_through_ort_serve(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [PYTHON, "-m", "ort_core", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=EXAMPLES / "hello-http",
+        env=clean_environ(
+            _HANDLER="handler.handle", SCW_PUBLIC="true", SCW_APPLICATION_NAME="hello-http"
+        ),
+        stdout=open(tmp_path / "serve.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/hello?name=ORT", timeout=10)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()
+                assert time.monotonic() < deadline, "ort serve did not listen within 30 s"
+                time.sleep(0.1)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
+        assert response.text == "Hello, ORT! (GET /hello, hello-http)"
+    finally:
+        server.terminate()
+        assert server.wait(timeout=10) == -15  # drained, then ended by the signal, as uvicorn does
