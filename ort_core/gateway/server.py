@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Mapping
 
@@ -92,7 +93,14 @@ def serve(
             server_header=False,
         )
     )
-    server.run()
+    # uvicorn drains on SIGTERM, then raises the signal again with the handler it found: make
+    # that one a clean exit (0), as a drained shutdown is no failure. Before uvicorn takes the
+    # signal over, it ends the server at once, still stopping the workers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.run()
+    finally:
+        pool.close()
     return 0
 
 
