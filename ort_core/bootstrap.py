@@ -23,6 +23,9 @@ def main(environ: dict[str, str] | None = None) -> int:
         )
         return 2
     start_early(env)
+    from ort_core.logs import hold_lines
+
+    hold_lines()  # a worker's first lines may come before serve() sets the log up
     from ort_core.lambda_loop import serve
 
     return serve(address, dict(env))

@@ -19,11 +19,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+from ort_core.logs import MAX_LINE, log_line, utf8_cut
 from ort_core.pipeline import JSONBytes
 
 STDERR_TAIL = 2048  # bytes of stderr kept for error messages
 MAX_OUTPUT = 64 * 1024 * 1024  # stdout above this is a broken program, not an answer
-MAX_LOG_LINE = 64 * 1024  # a stderr "line" longer than this is logged in pieces
+MAX_LOG_LINE = MAX_LINE  # a stderr "line" longer than this is logged in pieces
 DRAIN_GRACE = 1.0  # seconds to read what is left once the process has ended
 _CHUNK = 64 * 1024
 _POLL = 0.05  # seconds between exit checks where pidfd_open is missing
@@ -226,15 +227,16 @@ class OneShot:
         while True:
             end = partial.find(b"\n")
             if end < 0:
-                if len(partial) > MAX_LOG_LINE:
-                    self._log(bytes(partial))
-                    partial.clear()
+                while len(partial) > MAX_LOG_LINE:
+                    cut = utf8_cut(partial, MAX_LOG_LINE)
+                    self._log(bytes(partial[:cut]))
+                    del partial[:cut]
                 return
             self._log(bytes(partial[:end]))
             del partial[: end + 1]
 
     def _log(self, line: bytes) -> None:
-        self.log.log(self.stderr_level, "%s", line.decode(errors="replace").rstrip("\r"))
+        log_line(self.log, self.stderr_level, line.decode(errors="replace").rstrip("\r"))
 
 
 def run_once(

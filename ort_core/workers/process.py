@@ -15,12 +15,12 @@ import select
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from ort_core.errors import FunctionError
+from ort_core.workers.output import StreamLog
 from ort_core.workers.protocol import ProtocolError, read_message, write_message
 
 _sockets = itertools.count()
@@ -58,7 +58,6 @@ class Worker:
         self._listener.listen(1)
         self.channel: socket.socket | None = None
         self._reader: IO[bytes] | None = None
-        self._stderr_tail: list[str] = []
         try:
             self.process = subprocess.Popen(
                 self.command,
@@ -73,15 +72,9 @@ class Worker:
             raise FunctionError(
                 "Runtime.InvalidEntrypoint", f"cannot start {self.command[0]!r}: {exc}"
             ) from None
-        self._log_threads = [
-            threading.Thread(target=self._forward, args=(stream, level), daemon=True)
-            for stream, level in (
-                (self.process.stdout, logging.INFO),
-                (self.process.stderr, logging.ERROR),
-            )
-        ]
-        for thread in self._log_threads:
-            thread.start()
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self._stdout_log = StreamLog(self.process.stdout, self.log, logging.INFO)
+        self._stderr_log = StreamLog(self.process.stderr, self.log, logging.ERROR, keep=20)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -121,12 +114,15 @@ class Worker:
             raise WorkerExited("the worker is not connected")
         try:
             write_message(self.channel, header, body)
-            return read_message(self._reader)
+            answer = read_message(self._reader)
+            self._drain_logs()  # what it wrote for this request, tagged with its id
+            return answer
         except (ProtocolError, OSError) as exc:
             try:
                 self.process.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 pass
+            self._drain_logs()
             raise WorkerExited(
                 self.exit_description() if self.process.returncode is not None else str(exc)
             ) from None
@@ -177,25 +173,20 @@ class Worker:
             self._reader.close()
         if self.channel is not None:
             self.channel.close()
-        for thread in self._log_threads:
-            thread.join(timeout=1)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        self._stdout_log.close(timeout=1)
+        self._stderr_log.close(timeout=1)
 
     # -- internals -----------------------------------------------------------------------
 
-    def _forward(self, stream: IO[bytes], level: int) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip("\n")
-            if level == logging.ERROR:
-                self._stderr_tail = [*self._stderr_tail[-19:], line]
-            self.log.log(level, "%s", line)
+    def _drain_logs(self) -> None:
+        self._stdout_log.drain()
+        self._stderr_log.drain()
 
     def _init_failure(self, what: str) -> FunctionError:
-        for thread in self._log_threads:
-            thread.join(timeout=0.2)
-        tail = "\n".join(self._stderr_tail[-10:])
+        for log in (self._stdout_log, self._stderr_log):
+            log.thread.join(timeout=0.2)
+            log.drain()
+        tail = "\n".join(self._stderr_log.tail[-10:])
         return FunctionError(
             "Runtime.ExitError" if self.process.returncode is not None else "Runtime.InitError",
             f"the {self.log.name} worker {what}"

@@ -39,6 +39,63 @@ export class RuntimeError extends Error {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+// -- console, with Lambda's levels ----------------------------------------------------------
+
+const LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+const ALIASES: Record<string, string> = { WARNING: "WARN", CRITICAL: "FATAL" };
+
+/** Console arguments as Deno prints them: a first string's %s, %d, %i, %f, %o, %O and %c
+ * filled in, strings as they are, anything else as Deno.inspect shows it. */
+function format(args: unknown[]): string {
+  let rest = args;
+  const parts: string[] = [];
+  if (typeof args[0] === "string") {
+    rest = args.slice(1);
+    parts.push(args[0].replace(/%[sdifoOc%]/g, (spec) => {
+      if (spec === "%%") return "%";
+      if (rest.length === 0) return spec;
+      const value = rest.shift();
+      if (spec === "%c") return "";
+      if (spec === "%s" && typeof value === "string") return value;
+      if (spec === "%d" || spec === "%i" || spec === "%f") {
+        const number = Number(value);
+        return String(spec === "%f" ? number : Math.trunc(number));
+      }
+      return Deno.inspect(value);
+    }));
+  }
+  for (const value of rest) parts.push(typeof value === "string" ? value : Deno.inspect(value));
+  return parts.join(" ");
+}
+
+/** As Lambda's Node runtime: console methods below `setting` (AWS_LAMBDA_LOG_LEVEL) print
+ * nothing, and each call is one record at its level (trace prints no stack). ORT reads the
+ * record's level from its mark, \x1f and the level's initial, and newlines in it travel as
+ * \r (docs/worker-protocol.md, "Logs"). */
+export function levelConsole(setting: string | undefined): void {
+  const name = (setting ?? "").toUpperCase();
+  const threshold = Math.max(0, LEVELS.indexOf(ALIASES[name] ?? name));
+  const methods: [string, string, typeof Deno.stdout][] = [
+    ["trace", "TRACE", Deno.stdout],
+    ["debug", "DEBUG", Deno.stdout],
+    ["info", "INFO", Deno.stdout],
+    ["log", "INFO", Deno.stdout],
+    ["warn", "WARN", Deno.stderr],
+    ["error", "ERROR", Deno.stderr],
+    ["fatal", "FATAL", Deno.stderr],
+  ];
+  const console = globalThis.console as unknown as Record<string, (...args: unknown[]) => void>;
+  for (const [method, level, stream] of methods) {
+    const mark = `\x1f${level[0]}`;
+    console[method] = LEVELS.indexOf(level) < threshold ? () => {} : (...args: unknown[]) => {
+      const data = encoder.encode(`${mark}${format(args).replaceAll("\n", "\r")}\n`);
+      for (let written = 0; written < data.length;) {
+        written += stream.writeSync(data.subarray(written));
+      }
+    };
+  }
+}
+
 /** Lambda's error JSON: the thrown class's name, its message and the user's stack frames. */
 /** Calls `fail` for an uncaught exception or unhandled rejection, instead of Deno's exit. */
 export function onUncaught(fail: (error: unknown) => void): void {

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from ort_core import Context, FunctionConfig, FunctionError
+from ort_core.logs import log_line
 from ort_core.pipeline import JSONBytes
 from ort_core.workers.bridge import context_header
 from ort_core.workers.process import error_from_body
@@ -96,7 +97,7 @@ class PerInvocationBridge:
         if context.deadline_ms:
             timeout = max(0.0, context.deadline_ms / 1000 - time.time())
         started = time.monotonic()
-        header = {"context": context_header(context), "signature": self.config.signature}
+        header = {"context": context_header(context), "signature": context.signature}
         run = self._run(header, body, timeout)
         if run.timed_out:
             raise FunctionError(
@@ -190,7 +191,7 @@ class PerInvocationBridge:
         for raw in iter(stream.readline, b""):
             before, found, rest = raw.partition(tag)
             if before:
-                self.log.info("%s", before.decode(errors="replace").rstrip("\n"))
+                log_line(self.log, logging.INFO, before.decode(errors="replace").rstrip("\n"))
             if not found:
                 continue
             try:
@@ -207,4 +208,4 @@ class PerInvocationBridge:
         for raw in iter(stream.readline, b""):
             line = raw.decode(errors="replace").rstrip("\n")
             run.stderr_tail = [*run.stderr_tail[-19:], line]
-            self.log.error("%s", line)
+            log_line(self.log, logging.ERROR, line)

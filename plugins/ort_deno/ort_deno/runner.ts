@@ -9,7 +9,14 @@
 // The marker is new for each event and read before the handler's module is, so no output of
 // the handler's, however it writes to stdout, can pass for the result.
 
-import { errorBytes, type Handler, invoke, loadHandler, onUncaught } from "./handler.ts";
+import {
+  errorBytes,
+  type Handler,
+  invoke,
+  levelConsole,
+  loadHandler,
+  onUncaught,
+} from "./handler.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -29,6 +36,7 @@ async function answer(ok: boolean, body: Uint8Array, status = 0): Promise<never>
 }
 
 async function main(): Promise<never> {
+  levelConsole(Deno.env.get("AWS_LAMBDA_LOG_LEVEL"));
   const input = new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
   const newline = input.indexOf(10);
   const header = JSON.parse(decoder.decode(input.subarray(0, newline)));

@@ -7,6 +7,7 @@ import {
   errorBytes,
   type Handler,
   invoke,
+  levelConsole,
   loadHandler,
   onUncaught,
 } from "./handler.ts";
@@ -74,6 +75,7 @@ function send(
 // -- the loop -----------------------------------------------------------------------------
 
 async function main(): Promise<never> {
+  levelConsole(Deno.env.get("AWS_LAMBDA_LOG_LEVEL"));
   const conn = await Deno.connect({ transport: "unix", path: Deno.env.get("ORT_WORKER_SOCKET")! });
   let handler: Handler;
   try {

@@ -7,6 +7,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
 const { pathToFileURL } = require('node:url');
+const { format } = require('node:util');
 
 const EXTENSIONS = ['', '.js', '.mjs', '.cjs'];
 
@@ -15,6 +16,38 @@ class WorkerError extends Error {
     super(message);
     this.name = type;
   }
+}
+
+// -- console, with Lambda's levels ---------------------------------------------------------
+
+const LEVELS = ['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL'];
+
+// As Lambda's Node runtime: console methods below AWS_LAMBDA_LOG_LEVEL print nothing, and each
+// call is one record at its level (trace prints no stack). ORT reads the record's level from
+// its mark, \x1f and the level's initial, and newlines in it travel as \r
+// (docs/worker-protocol.md, "Logs").
+function levelConsole(setting) {
+  const name = String(setting || '').toUpperCase();
+  const alias = { WARNING: 'WARN', CRITICAL: 'FATAL' }[name];
+  const threshold = Math.max(0, LEVELS.indexOf(alias || name));
+  const methods = [
+    ['trace', 'TRACE', process.stdout], ['debug', 'DEBUG', process.stdout],
+    ['info', 'INFO', process.stdout], ['log', 'INFO', process.stdout],
+    ['warn', 'WARN', process.stderr], ['error', 'ERROR', process.stderr],
+    ['fatal', 'FATAL', process.stderr],
+  ];
+  for (const [method, level, stream] of methods) {
+    const mark = `\x1f${level[0]}`;
+    console[method] = LEVELS.indexOf(level) < threshold
+      ? () => {}
+      : (...args) => { stream.write(`${mark}${format(...args).replace(/\n/g, '\r')}\n`); };
+  }
+}
+
+// What the invocation wrote reaches ORT before its result, so it carries its request id: a
+// pipe write that does not fit in the pipe at once is queued by Node.
+function written(stream) {
+  return stream.writableLength ? new Promise((resolve) => stream.write('', resolve)) : null;
 }
 
 // -- the protocol ------------------------------------------------------------------------
@@ -174,6 +207,7 @@ function callHandler(handler, event, context) {
 }
 
 async function main() {
+  levelConsole(process.env.AWS_LAMBDA_LOG_LEVEL);
   const socket = net.connect(process.env.ORT_WORKER_SOCKET);
   await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
   let handler;
@@ -215,6 +249,8 @@ async function main() {
     } catch (error) {
       answer = [false, Buffer.from(JSON.stringify(describe(error)))];
     }
+    await written(process.stdout);
+    await written(process.stderr);
     if (inFlight === header.id) {
       inFlight = null;
       send(socket, { type: 'result', id: header.id, ok: answer[0] }, answer[1]);

@@ -37,6 +37,7 @@ def _import_loading() -> Any:
 loading = _import_loading()
 
 MAX_PART = 64 * 1024 * 1024  # as ORT's side: far above Lambda's 6 MB
+MARKS = ((50, "F"), (40, "E"), (30, "W"), (20, "I"), (10, "D"))  # below DEBUG: "T", TRACE
 CLOSED = "ORT closed the channel"
 
 
@@ -238,6 +239,32 @@ def _error(error_type: str, message: str) -> bytes:
     return json.dumps(loading.HandlerError(error_type, message).to_dict()).encode()
 
 
+def log_records() -> None:
+    """The root logger as in ORT's own process: at ``AWS_LAMBDA_LOG_LEVEL`` (default INFO),
+    set before the handler loads, each record one line on stdout marked with its level for
+    ORT (docs/worker-protocol.md, "Logs"), written at once so no print splits it."""
+    import logging
+
+    class MarkedLines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                level = record.levelno
+                mark = next((letter for floor, letter in MARKS if level >= floor), "T")
+                text = self.format(record).replace("\n", "\r")
+                data = f"\x1f{mark}{text}\n".encode(errors="backslashreplace")
+                while data:
+                    data = data[os.write(1, data) :]
+            except Exception:
+                self.handleError(record)
+
+    levels = {"TRACE": 5, "WARN": 30, "FATAL": 50}
+    name = os.environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper()
+    level = levels.get(name, logging.getLevelName(name))
+    root = logging.getLogger()
+    root.addHandler(MarkedLines())
+    root.setLevel(level if isinstance(level, int) else logging.INFO)
+
+
 def _flush_logs() -> None:
     """The invocation's prints reach ORT before its result, so they carry its request id."""
     for stream in (sys.stdout, sys.stderr):
@@ -251,6 +278,7 @@ def main() -> int:
     # stdout is a pipe: without this, prints would wait for a full buffer.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    log_records()
     address = os.environ.get("ORT_WORKER_SOCKET")
     if not address:
         print(
