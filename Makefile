@@ -49,3 +49,5 @@ bench:
 	$(BENCH_VENV)/bin/python -m pip install --quiet . $(PLUGINS_WITH_EXTRAS) awslambdaric
 	cd bench && ../$(BENCH_VENV)/bin/python cold_start.py
 	cd bench && ../$(BENCH_VENV)/bin/python bridges.py
+	cd bench && ../$(BENCH_VENV)/bin/python middlewares.py
+	cd bench && ../$(BENCH_VENV)/bin/python timeout_margin.py

@@ -99,6 +99,36 @@ def warm_latencies(runtime: Runtime, event: object, invocations: int) -> list[fl
         peer.close()
 
 
+def interleaved_warm_latencies(
+    runtimes: list[Runtime], event: object, invocations: dict[str, int], rounds: int
+) -> dict[str, list[float]]:
+    """Sorted round trips per runtime, all running at once and measured in ``rounds`` blocks
+    taken in turn, so that drift in the machine's load weighs on each alike. ``invocations``
+    gives each runtime's total; every block starts with one unmeasured invocation, since the
+    process sat idle while the others ran."""
+    peers = {runtime.name: start_peer() for runtime in runtimes}
+    processes = [spawn(runtime, peers[runtime.name].address) for runtime in runtimes]
+    latencies: dict[str, list[float]] = {runtime.name: [] for runtime in runtimes}
+    try:
+        for index in range(rounds):
+            for runtime in runtimes:
+                peer, total = peers[runtime.name], invocations[runtime.name]
+                peer.invoke(event, timeout=60)
+                for _ in range(total * (index + 1) // rounds - total * index // rounds):
+                    started = time.perf_counter()
+                    result = peer.invoke(event, timeout=60)
+                    latencies[runtime.name].append((time.perf_counter() - started) * 1000)
+                    if result.kind != "response":
+                        raise RuntimeError(f"{runtime.name} failed: {result.body[:300]!r}")
+        return {name: sorted(values) for name, values in latencies.items()}
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+        for peer in peers.values():
+            peer.close()
+
+
 def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
 
