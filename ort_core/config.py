@@ -25,7 +25,7 @@ class FunctionConfig(NamedTuple):
     log_group_name: str | None = None
     log_stream_name: str | None = None
     region: str | None = None
-    timeout_margin_ms: int = 50
+    timeout_margin_ms: int = 100
     # What the handler receives (ort_core/signatures.py). ORT_SIGNATURE unset means
     # "cloudevent"; a FunctionConfig built in code passes events as they are unless told.
     signature: str = "raw"
@@ -45,7 +45,7 @@ class FunctionConfig(NamedTuple):
             log_group_name=env.get("AWS_LAMBDA_LOG_GROUP_NAME"),
             log_stream_name=env.get("AWS_LAMBDA_LOG_STREAM_NAME"),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
-            timeout_margin_ms=int(env.get("ORT_TIMEOUT_MARGIN_MS", "50")),
+            timeout_margin_ms=int(env.get("ORT_TIMEOUT_MARGIN_MS", "100")),
             signature=env.get("ORT_SIGNATURE") or "cloudevent",
         )
 

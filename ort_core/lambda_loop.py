@@ -68,6 +68,7 @@ def run(api: RuntimeAPI, config: FunctionConfig, env: dict[str, str]) -> int:
         try:
             context = Context.from_runtime_headers(invocation.headers, config)
             body = pipeline.invoke(invocation.body, context)
+            sys.stdout.flush()  # an unfinished print line goes out with its request id
         except FunctionError as error:
             log_failure(error)
             api.post_error(request_id, error)

@@ -85,7 +85,7 @@ class Pipeline:
         hooks: Hooks,
         bridge: Bridge,
         on_expiry: Callable[[FunctionError, Context], None] | None = None,
-        timeout_margin_ms: int = 50,
+        timeout_margin_ms: int = 100,
         middlewares: Sequence[Middleware] = (),
     ) -> None:
         self.hooks = hooks

@@ -484,7 +484,7 @@ def test_a_middlewares_stderr_never_splits_the_handlers_prints(runtime, tmp_path
     assert_whole_lines(running.lines(), 1000, re.compile(r"middleware line \d+ m{200}"))
 
 
-def test_an_unfinished_line_waits_for_its_end_or_the_next_invocation(runtime):
+def test_an_unfinished_line_is_written_whole_before_the_answer(runtime):
     running = runtime(
         {
             "app.py": """
@@ -505,11 +505,11 @@ def test_an_unfinished_line_waits_for_its_end_or_the_next_invocation(runtime):
     )
     first = running.invoke().json()
     lines = running.lines()
-    assert text_records(lines[-2:-1]) == [("INFO", first, "a whole record")]
-    assert lines[-1] == "begun, and finished"  # "left open" waits for more
+    assert text_records(lines[-3:-2]) == [("INFO", first, "a whole record")]
+    assert lines[-2:] == ["begun, and finished", "left open"]  # written before the answer
     running.invoke({"flush": True})
     lines = running.lines()
-    assert lines.count("left open") == 2  # one at the next invocation, one on flush()
+    assert lines.count("left open") == 2
     running.invoke({"long": True})
     assert running.lines()[-1] == "z" * (3 * 256 * 1024)  # one line, whatever its length
 

@@ -19,13 +19,13 @@ import signal
 import subprocess
 import threading
 import time
-from collections import deque
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from ort_core.errors import FunctionError
 from ort_core.middleware import failure
 from ort_core.pipeline import encode_response
 from ort_core.workers.oneshot import describe_exit
+from ort_core.workers.output import StreamLog
 
 if TYPE_CHECKING:
     from ort_core.context import Context
@@ -43,8 +43,7 @@ class PersistentMiddleware:
         self.log = logging.getLogger(f"middleware:{name}")
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
-        self._stderr_tail: deque[str] = deque(maxlen=STDERR_LINES)
-        self._stderr_thread: threading.Thread | None = None
+        self._stderr: StreamLog | None = None
         self._cancelled = False
         self._start("start")
 
@@ -89,6 +88,8 @@ class PersistentMiddleware:
                 line = process.stdout.readline(MAX_ANSWER)
             except (OSError, ValueError):  # a closed pipe: it has exited
                 line = b""
+            if self._stderr is not None:
+                self._stderr.drain()  # what it logged for this call carries this request id
             if not line.endswith(b"\n"):
                 self._stop()
                 if self._cancelled:
@@ -131,11 +132,8 @@ class PersistentMiddleware:
                 "Runtime.MiddlewareError",
                 f"middleware {self.name!r} cannot start {self.path}: {exc.strerror}",
             ) from None
-        self._stderr_tail.clear()
-        self._stderr_thread = threading.Thread(
-            target=self._forward, args=(self._process.stderr,), daemon=True
-        )
-        self._stderr_thread.start()
+        assert self._process.stderr is not None
+        self._stderr = StreamLog(self._process.stderr, self.log, logging.INFO, keep=STDERR_LINES)
 
     def _stop(self, grace: float = 0.0) -> None:
         """End the process and its group, reap it and close its pipes (the caller holds the
@@ -153,22 +151,13 @@ class PersistentMiddleware:
             time.sleep(0.01)
         _kill_group(process)  # before reaping, while its group id cannot be reused
         process.wait()
-        if self._stderr_thread is not None:
-            self._stderr_thread.join(timeout=0.5)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
-
-    def _forward(self, stream: IO[bytes]) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip("\r\n")
-            self._stderr_tail.append(line)
-            self.log.info("%s", line)
+        if self._stderr is not None:
+            self._stderr.close(timeout=0.5)  # its last lines, then the pipe is closed
+        if process.stdout is not None:
+            process.stdout.close()
 
     def _tail(self) -> str:
-        if self._stderr_thread is not None:
-            self._stderr_thread.join(timeout=0.2)  # what it wrote just before it ended
-        return "\n".join(self._stderr_tail)
+        return "\n".join(self._stderr.tail) if self._stderr is not None else ""
 
 
 def _request(hook: str, payload: Any, context: Context) -> bytes:

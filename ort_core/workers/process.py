@@ -57,6 +57,7 @@ class Worker:
         os.chmod(self.socket_path, 0o600)
         self._listener.listen(1)
         self.channel: socket.socket | None = None
+        self._killed = False
         self._reader: IO[bytes] | None = None
         try:
             self.process = subprocess.Popen(
@@ -118,6 +119,8 @@ class Worker:
             self._drain_logs()  # what it wrote for this request, tagged with its id
             return answer
         except (ProtocolError, OSError) as exc:
+            if self._killed:  # cut at its deadline: the timeout error must not wait for it
+                raise WorkerExited("killed at the deadline") from None
             try:
                 self.process.wait(timeout=1)
             except subprocess.TimeoutExpired:
@@ -142,6 +145,7 @@ class Worker:
     def kill(self) -> None:
         """SIGKILL it now, from any thread; an ``invoke`` waiting on it raises WorkerExited.
         ``stop`` still has to reap it."""
+        self._killed = True
         if self.process.poll() is None:
             self.process.kill()
         if self.channel is not None:
