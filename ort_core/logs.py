@@ -51,7 +51,8 @@ LEVELS = {
     "CRITICAL": logging.CRITICAL,
 }
 
-_request_id = ""
+_request_id = ""  # the invocation in flight (the last one set, from any thread)
+_this_thread = threading.local()  # per thread, for the gateway's concurrent invocations
 _lock = threading.RLock()  # every write to ORT's stdout and stderr; reentrant for signals
 _writers: list[LineWriter] = []
 _every_line = True  # no AWS_LAMBDA_LOG_LEVEL: forwarded lines are logged whatever their level
@@ -68,7 +69,7 @@ def set_request_id(request_id: str) -> None:
             writer.flush()
         except (OSError, ValueError):  # nobody reads the log any more: nothing to keep apart
             pass
-    _request_id = request_id
+    _request_id = _this_thread.request_id = request_id
 
 
 # -- whole lines ------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def _after_fork_in_child() -> None:
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.aws_request_id = _request_id
+        record.aws_request_id = getattr(_this_thread, "request_id", _request_id)
         return True
 
 

@@ -1012,3 +1012,35 @@ def test_health_readiness_and_cors(python_server):
 
     answer = python_server.get("/data", headers={"Origin": "https://example.com"})
     assert answer.headers["access-control-allow-origin"] == "*"
+
+
+TAGGED_APP = """
+import logging
+import time
+
+def handler(event, context):
+    logging.getLogger("app").info("begun %s", context.aws_request_id)
+    time.sleep(0.3)
+    logging.getLogger("app").info("ended %s", context.aws_request_id)
+    return {"requestId": context.aws_request_id}
+"""
+
+
+def test_concurrent_invocations_log_with_their_own_request_ids(serve):
+    server = serve(
+        {"app.py": TAGGED_APP}, "app.handler", env={"SCW_PUBLIC": "true", "ORT_CONCURRENCY": "3"}
+    )
+    calls = [in_thread(lambda: httpx.get(server.url("/"), timeout=30)) for _ in range(6)]
+    for thread, _ in calls:
+        thread.join(30)
+    ids = {outcome[0].json()["requestId"] for _, outcome in calls}
+    assert len(ids) == 6
+    tagged = [
+        line.split("\t")
+        for line in server.log().splitlines()
+        if line.startswith("[INFO]") and ("\tbegun " in line or "\tended " in line)
+    ]
+    assert len(tagged) == 12, server.diagnostics()
+    for _, _, tag, message in tagged:
+        assert message.split()[1] == tag  # the line carries its own invocation's id
+    assert {tag for _, _, tag, _ in tagged} == ids
