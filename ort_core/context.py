@@ -74,6 +74,11 @@ class Context:
         # What the handler receives this time: ORT_SIGNATURE, or the front end's choice per
         # request (the gateway hands a CloudEvent request over as a CloudEvent).
         self.signature = config.signature
+        # For telemetry plugins: the steps the pipeline ran (``pipeline.Step``), the W3C
+        # trace context a plugin gives the handler, and the spans a worker sent back.
+        self.steps: list[Any] = []
+        self.traceparent: str | None = None
+        self.worker_spans: list[dict[str, Any]] = []
 
     @classmethod
     def from_runtime_headers(cls, headers: Mapping[str, str], config: FunctionConfig) -> Context:

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ort_core.deadline import Watchdog
 from ort_core.errors import FunctionError
@@ -32,6 +32,17 @@ class EarlyResponse:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+class Step(NamedTuple):
+    """One step of an invocation, as ``context.steps`` records them: ``bridge:node``,
+    ``middleware:auth:before``...; times in epoch nanoseconds; ``error`` is the error type
+    when the step failed."""
+
+    name: str
+    start_ns: int
+    end_ns: int
+    error: str | None
 
 
 class JSONBytes(bytes):
@@ -94,6 +105,7 @@ class Pipeline:
         self.timeout_margin_ms = timeout_margin_ms
         self.middlewares = list(middlewares)
         self._cancel_bridge: Callable[[], bool] | None = getattr(bridge, "cancel", None)
+        self._bridge_step = f"bridge:{bridge.language}"
         self._event_in_flight: Any = None
         self._cancel_in_flight: Callable[[], bool] | None = None
         self._expired = False
@@ -126,26 +138,40 @@ class Pipeline:
         if early is not None:
             return self._after(early.value, event, context)
         for middleware in self.middlewares:
-            event = self._stage(middleware.cancel, middleware.before, event, context)
+            event = self._stage(
+                middleware.step_names[0], middleware.cancel, middleware.before, event, context
+            )
         self._event_in_flight = event  # as the handler receives it, for on_error
-        response = self._stage(self._cancel_bridge, self.bridge.invoke, event, context)
+        response = self._stage(
+            self._bridge_step, self._cancel_bridge, self.bridge.invoke, event, context
+        )
         for middleware in reversed(self.middlewares):
-            response = self._stage(middleware.cancel, middleware.after, response, context)
+            response = self._stage(
+                middleware.step_names[1], middleware.cancel, middleware.after, response, context
+            )
         return self._after(response, event, context)
 
     def _stage(
         self,
+        name: str,
         cancel: Callable[[], bool] | None,
         call: Callable[[Any, Context], Any],
         payload: Any,
         context: Context,
     ) -> Any:
-        """Run a step the watchdog may cut with ``cancel`` (None: it cannot be cut)."""
+        """Run a step the watchdog may cut with ``cancel`` (None: it cannot be cut), and
+        record it in ``context.steps`` for telemetry plugins."""
         self._cancel_in_flight = cancel
+        started = time.time_ns()
+        failed = None
         try:
             return call(payload, context)
+        except BaseException as exc:
+            failed = getattr(exc, "error_type", None) or type(exc).__name__
+            raise
         finally:
             self._cancel_in_flight = None
+            context.steps.append(Step(name, started, time.time_ns(), failed))
 
     def _run_adapted(self, event: Any, context: Context) -> Any:
         """The event in the function's signature: one run per record, answers combined."""

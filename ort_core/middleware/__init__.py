@@ -31,6 +31,7 @@ class Middleware(Protocol):
     or the one they were given when the middleware left it unchanged."""
 
     name: str
+    step_names: tuple[str, str]  # how ``context.steps`` names its before and after
 
     def before(self, event: Any, context: Context) -> Any: ...
 

@@ -21,6 +21,7 @@ class PerEventMiddleware:
     def __init__(self, name: str, path: str) -> None:
         self.name = name
         self.path = path
+        self.step_names = (f"middleware:{name}:before", f"middleware:{name}:after")
         self.log = logging.getLogger(f"middleware:{name}")
         self.env = {key: value for key, value in os.environ.items() if key not in CONTEXT_VARIABLES}
         self._running: OneShot | None = None

@@ -40,6 +40,7 @@ class PersistentMiddleware:
     def __init__(self, name: str, path: str) -> None:
         self.name = name
         self.path = path
+        self.step_names = (f"middleware:{name}:before", f"middleware:{name}:after")
         self.log = logging.getLogger(f"middleware:{name}")
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None

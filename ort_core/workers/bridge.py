@@ -38,6 +38,7 @@ def context_header(context: Context) -> dict[str, Any]:
             "cognitoIdentityPoolId": context.identity.cognito_identity_pool_id,
         },
         "clientContext": client_context.raw if client_context is not None else None,
+        "traceparent": context.traceparent,
     }
 
 
@@ -110,6 +111,9 @@ class WorkerBridge:
             raise FunctionError(
                 "Runtime.ExitError", f"the {self.language} worker answered {answer['type']!r}"
             )
+        spans = answer.get("spans")
+        if isinstance(spans, list):  # what an instrumenting preload recorded in the worker
+            context.worker_spans = spans
         if answer.get("exiting"):  # the worker cannot go on: the next event gets a fresh one
             self.stop()
         if not answer.get("ok"):

@@ -17,6 +17,10 @@ from ort_core.config import FunctionConfig
 from ort_core.entry_points import entry_points, normalise
 
 LAUNCHERS_GROUP = "ort.workers"
+# Functions ``(language, config, env) -> dict`` that add to a worker's environment when it is
+# launched (an APM plugin's preloads: ``ORT_PRELOAD``...). An entry-point group rather than a
+# pluggy hook: the worker starts before ORT loads its plugins, and this must be as cheap.
+ENVIRONMENT_GROUP = "ort.worker_env"
 
 
 class WorkerSpec(NamedTuple):
@@ -89,9 +93,22 @@ def configured_or_on_path(variable: str, name: str) -> str | None:
 
 
 def worker_environment(spec: WorkerSpec, config: FunctionConfig) -> dict[str, str]:
-    return {
+    """The worker's environment: ORT's, the spec's, the handler's, then what each
+    ``ort.worker_env`` function adds (it sees the environment so far, to append to lists)."""
+    env = {
         **os.environ,
         **dict(spec.env),
         "_HANDLER": config.handler,
         "LAMBDA_TASK_ROOT": config.task_root,
     }
+    allowed = os.environ.get("ORT_PLUGINS")
+    names = None if allowed is None else [n.strip() for n in allowed.split(",") if n.strip()]
+    blocked = {normalise(n) for n in os.environ.get("ORT_DISABLE_PLUGINS", "").split(",") if n}
+    try:
+        found = entry_points(ENVIRONMENT_GROUP, names)
+    except LookupError:  # ORT_PLUGINS names a missing distribution: plugin loading says so
+        found = []
+    for entry in found:
+        if normalise(entry.distribution) not in blocked:
+            env.update(entry.load()(spec.language, config, dict(env)) or {})  # type: ignore[operator]
+    return env
