@@ -427,3 +427,31 @@ def test_fast_invocation_with_a_deadline_does_not_time_out(function: Function) -
 
     assert timeouts == []
     assert expired == []
+
+
+# -- telemetry seams -------------------------------------------------------------------------
+
+
+def test_context_steps_record_the_bridge_call_for_telemetry_plugins(function: Function) -> None:
+    seen: dict[str, Any] = {}
+
+    class Telemetry(Plugin):
+        @hookimpl
+        def after_response(self, context: Context) -> None:
+            seen["ok"] = list(context.steps)
+
+        @hookimpl
+        def on_error(self, context: Context) -> None:
+            seen["failed"] = list(context.steps)
+
+    pipeline = function.start(Telemetry("telemetry"))
+    before = time.time_ns()
+    function.invoke(pipeline, {"x": 1})
+    [step] = seen["ok"]
+    assert step.name == "bridge:python"
+    assert before <= step.start_ns <= step.end_ns <= time.time_ns()
+    assert step.error is None
+
+    function.invoke_error(pipeline, {"raise": "boom"})
+    [failed] = seen["failed"]
+    assert (failed.name, failed.error) == ("bridge:python", "ValueError")
