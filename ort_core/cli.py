@@ -97,6 +97,53 @@ def _run_command(args: list[str]) -> int:
     )
     plugins.add_argument("--json", action="store_true", help="print JSON")
 
+    layer = commands.add_parser(
+        "layer",
+        help="build an AWS Lambda layer with ORT, plugins and middlewares",
+        description="Lambda layers of ORT: docs/deploy.md.",
+    )
+    layer_commands = layer.add_subparsers(dest="layer_command", metavar="COMMAND", required=True)
+    layer_build = layer_commands.add_parser(
+        "build",
+        help="build the layer zip",
+        description="Build a zip in Lambda's layer layout (unpacked in /opt): bootstrap and "
+        "ort-wrapper at the root, ort-core and the plugins under python/, their Node or Deno "
+        "binaries under bin/, middlewares under middlewares/, and ort-plugins.json, the plugin "
+        "manifest cold start reads instead of scanning. Plugins installed from a local source "
+        "(editable or not) are built from it; others come from the package index at the "
+        "installed version.",
+    )
+    layer_build.add_argument(
+        "--plugins",
+        default="ort-python",
+        help="comma-separated distributions, directories or wheels, with [extras] if need be "
+        "(default ort-python; ort-core is always in). A language plugin's binary extra comes "
+        "along: ort-node brings node, ort-deno brings deno",
+    )
+    layer_build.add_argument(
+        "--middlewares", metavar="DIR", help="a directory of executable middlewares to include"
+    )
+    layer_build.add_argument(
+        "--platform", choices=("x86_64", "arm64"), default="x86_64", help="default x86_64"
+    )
+    layer_build.add_argument(
+        "--python", default="3.12", help="the target CPython, as Lambda's runtime (default 3.12)"
+    )
+    layer_build.add_argument(
+        "--glibc",
+        help="newest glibc the wheels may need (default 2.34, Amazon Linux 2023, for Python "
+        "3.12 and later; 2.26, Amazon Linux 2, before)",
+    )
+    layer_build.add_argument(
+        "--wheels",
+        metavar="DIR",
+        help="keep the wheels built or downloaded here and reuse them in later builds (say, "
+        "for another platform); empty it after changing a local source",
+    )
+    layer_build.add_argument(
+        "-o", "--output", default="ort-layer.zip", help="the zip to write (default ort-layer.zip)"
+    )
+
     options = parser.parse_args(args)
     if options.command == "bootstrap":
         from ort_core.bootstrap import main as bootstrap
@@ -108,6 +155,8 @@ def _run_command(args: list[str]) -> int:
         return _invoke(options)
     if options.command == "serve":
         return _serve(options)
+    if options.command == "layer":
+        return _layer_build(options)
     return _plugins(options)
 
 
@@ -208,6 +257,30 @@ def _invoke(options: argparse.Namespace) -> int:
         pipeline.close()
     output.buffer.write(answer + b"\n")
     output.flush()
+    return 0
+
+
+def _layer_build(options: argparse.Namespace) -> int:
+    import re
+
+    from ort_core.layer import LayerError, Options, build
+
+    layer_options = Options(  # commas inside [extras] do not separate plugins
+        plugins=[name for name in re.split(r",(?![^\[]*\])", options.plugins) if name.strip()],
+        middlewares=options.middlewares,
+        platform=options.platform,
+        python=options.python,
+        output=options.output,
+        glibc=options.glibc,
+        wheels=options.wheels,
+    )
+    try:
+        result = build(layer_options, say=lambda line: print(line, flush=True))
+    except LayerError as error:
+        print(f"ort layer build: error: {error}", file=sys.stderr)
+        return 1
+    for warning in result.warnings:
+        print(f"ort layer build: warning: {warning}", file=sys.stderr)
     return 0
 
 
