@@ -455,3 +455,16 @@ def test_context_steps_record_the_bridge_call_for_telemetry_plugins(function: Fu
     function.invoke_error(pipeline, {"raise": "boom"})
     [failed] = seen["failed"]
     assert (failed.name, failed.error) == ("bridge:python", "ValueError")
+
+
+def test_the_watchdog_wakes_for_a_deadline_earlier_than_the_one_it_sleeps_until() -> None:
+    from ort_core.deadline import Watchdog
+
+    watchdog = Watchdog()
+    fired = threading.Event()
+    watchdog.arm(300, lambda: None)
+    time.sleep(0.05)  # its thread now sleeps until 300 s from now
+    assert watchdog.disarm()
+    watchdog.arm(0.05, fired.set)
+    assert fired.wait(5), "the earlier deadline was missed"
+    assert not watchdog.disarm()

@@ -26,6 +26,7 @@ from ort_core.gateway.http_event import (
     trigger_event,
 )
 from ort_core.gateway.pool import Busy
+from ort_core.pipeline import Decoded
 
 if TYPE_CHECKING:
     from ort_core.config import FunctionConfig
@@ -126,7 +127,7 @@ class Gateway:
             event = request_event(method, path, scope["query_string"], headers, body)
             if context.signature == "raw" and _carries_cloudevent(headers):
                 context.signature = "cloudevent"  # a CloudEvent arrives as that CloudEvent
-            payload = json.dumps(event).encode()
+            payload: bytes | Decoded = Decoded(event)
         else:
             payload = trigger_event(body)
         try:

@@ -21,7 +21,7 @@ from ort_core.errors import FunctionError
 
 if TYPE_CHECKING:
     from ort_core.context import Context
-    from ort_core.pipeline import Pipeline
+    from ort_core.pipeline import Decoded, Pipeline
 
 log = logging.getLogger("ort.gateway")
 
@@ -44,7 +44,7 @@ class Slot:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def run(self, body: bytes, context: Context, settle: Callable[[Any], None]) -> None:
+    def run(self, body: bytes | Decoded, context: Context, settle: Callable[[Any], None]) -> None:
         """Invoke on this slot's thread; ``settle`` gets the answer bytes or a FunctionError,
         once."""
         self._jobs.put((body, context, settle))
@@ -118,7 +118,7 @@ class Pool:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    async def invoke(self, body: bytes, context: Context) -> bytes:
+    async def invoke(self, body: bytes | Decoded, context: Context) -> bytes:
         """The answer's bytes; FunctionError for a failed invocation, Busy when full."""
         slot = await self._acquire()
         loop = asyncio.get_running_loop()
