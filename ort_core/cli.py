@@ -9,6 +9,12 @@ if TYPE_CHECKING:
     import argparse
 
 
+INSPECT_HELP = (
+    "open the Node or Deno worker's inspector on 127.0.0.1:PORT (default 9229) for a "
+    "debugger (sets ORT_INSPECT)"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["bootstrap"]:
@@ -52,6 +58,9 @@ def _run_command(args: list[str]) -> int:
         type=float,
         help="function timeout in seconds (sets AWS_LAMBDA_FUNCTION_TIMEOUT; default 300)",
     )
+    emulate.add_argument(
+        "--inspect", nargs="?", const=9229, type=int, metavar="PORT", help=INSPECT_HELP
+    )
     emulate.add_argument("runtime", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
     invoke = commands.add_parser(
@@ -87,6 +96,14 @@ def _run_command(args: list[str]) -> int:
     )
     serve.add_argument(
         "--timeout", type=float, help="seconds (default $AWS_LAMBDA_FUNCTION_TIMEOUT or 300)"
+    )
+    serve.add_argument(
+        "--inspect",
+        nargs="?",
+        const=9229,
+        type=int,
+        metavar="PORT",
+        help=INSPECT_HELP + "; one worker only (concurrency 1), as only one can own the port",
     )
 
     plugins = commands.add_parser(
@@ -165,6 +182,13 @@ def _serve(options: argparse.Namespace) -> int:
 
     from ort_core.config import with_lambda_defaults
 
+    concurrency = options.concurrency
+    if options.inspect is not None:
+        # The workers read it from ORT's environment; only one of them can own the port.
+        os.environ["ORT_INSPECT"] = f"127.0.0.1:{options.inspect}"
+        if concurrency not in (None, 1):
+            print("ort serve: --inspect runs one worker (concurrency 1)", file=sys.stderr)
+        concurrency = 1
     env = with_lambda_defaults(os.environ)
     if options.language:
         env["ORT_LANGUAGE"] = options.language
@@ -173,9 +197,7 @@ def _serve(options: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"ort serve: {exc.name} is missing: pip install 'ort-core[serve]'", file=sys.stderr)
         return 1
-    return serve(
-        env, options.handler, options.host, options.port, options.concurrency, options.timeout
-    )
+    return serve(env, options.handler, options.host, options.port, concurrency, options.timeout)
 
 
 def _emulate(options: argparse.Namespace) -> int:
@@ -193,6 +215,8 @@ def _emulate(options: argparse.Namespace) -> int:
         env["ORT_LANGUAGE"] = options.language
     if options.timeout:
         env["AWS_LAMBDA_FUNCTION_TIMEOUT"] = str(options.timeout)
+    if options.inspect is not None:
+        env["ORT_INSPECT"] = f"127.0.0.1:{options.inspect}"  # read by the Node and Deno plugins
     emulator = Emulator(command, env, host=options.host, port=options.port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(

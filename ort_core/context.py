@@ -79,6 +79,8 @@ class Context:
         self.steps: list[Any] = []
         self.traceparent: str | None = None
         self.worker_spans: list[dict[str, Any]] = []
+        # The event's ``_debugProxy`` (host:port), when ORT_ALLOW_DEBUG=1 lets it through.
+        self.debug_proxy: str | None = None
 
     @classmethod
     def from_runtime_headers(cls, headers: Mapping[str, str], config: FunctionConfig) -> Context:

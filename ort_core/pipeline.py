@@ -124,6 +124,10 @@ class Pipeline:
         started_ms = time.time() * 1000
         try:
             event = body.value if isinstance(body, Decoded) else decode_event(body)
+            if isinstance(event, dict) and "_debugProxy" in event:  # remote debugging
+                from ort_core.workers.debug import take_debug_proxy
+
+                context.debug_proxy = take_debug_proxy(event)  # removed, used if allowed
             armed = self._arm_watchdog(event, context, started_ms)
             if context.signature == "raw":
                 result = encode_response(self._run(event, context))

@@ -8,6 +8,8 @@ invocation starts a fresh one.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,6 +69,8 @@ class WorkerBridge:
         self.config = config
         self.ready_timeout = ready_timeout
         self.worker: Worker | None = None
+        self._relay: Any = None  # debug.DebugRelay, for the worker it was opened for
+        self._relay_worker: Worker | None = None
 
     @classmethod
     def from_spec(cls, spec: WorkerSpec, config: FunctionConfig) -> WorkerBridge:
@@ -98,6 +102,7 @@ class WorkerBridge:
             "context": context_header(context),
         }
         body = event if isinstance(event, JSONBytes) else json.dumps(event).encode()
+        answered = self._debug(header, context) if context.debug_proxy else None
         try:
             answer, payload = self.worker.invoke(header, body)
         except WorkerExited as exc:
@@ -106,6 +111,9 @@ class WorkerBridge:
                 "Runtime.ExitError",
                 f"RequestId: {context.aws_request_id} Error: Runtime exited with error: {exc}",
             ) from None
+        finally:
+            if answered is not None:
+                answered.set()
         if answer.get("type") != "result":
             self.stop()
             raise FunctionError(
@@ -120,6 +128,43 @@ class WorkerBridge:
             raise error_from_body(payload)
         return JSONBytes(payload)
 
+    def _debug(self, header: dict[str, Any], context: Context) -> threading.Event | None:
+        """Remote debugging (``_debugProxy``, ORT_ALLOW_DEBUG=1): relay the worker's inspector
+        to the developer's relay; the first time, the worker waits for a debugger, at most
+        ORT_DEBUG_WAIT seconds. The returned event is set once the worker answered."""
+        from ort_core.workers import debug
+
+        proxy = context.debug_proxy
+        assert proxy is not None
+        if self.language != "node":
+            debug.log.warning("_debugProxy ignored: remote debugging is for Node workers")
+            return None
+        relay = self._relay
+        if relay is not None and self._relay_worker is self.worker and relay.proxy == proxy:
+            header["debug"] = {"port": relay.local_port}  # open already, the debugger too
+            return None
+        inspect = os.environ.get("ORT_INSPECT")  # started with --inspect: it is that port
+        fresh = relay is None or self._relay_worker is not self.worker
+        if fresh:
+            port = int(inspect.rpartition(":")[2]) if inspect else debug.free_port()
+        else:
+            port = relay.local_port  # a new relay for the inspector already open
+        self._stop_relay()
+        self._relay = relay = debug.DebugRelay(proxy, port)
+        self._relay_worker = self.worker
+        header["debug"] = {"port": port}
+        if not fresh or inspect:
+            return None
+        answered = threading.Event()
+        left = context.get_remaining_time_in_millis() / 1000 - 1
+        relay.release_after(max(0.0, min(debug.debug_wait(), left)), answered)
+        return answered
+
+    def _stop_relay(self) -> None:
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.stop()
+
     def cancel(self) -> bool:
         """The invocation reached its deadline: kill the worker; the next event starts one."""
         worker = self.worker
@@ -128,6 +173,7 @@ class WorkerBridge:
         return True
 
     def stop(self) -> None:
+        self._stop_relay()
         worker, self.worker = self.worker, None  # the watchdog may stop it from its thread
         if worker is not None:
             worker.stop()

@@ -1,10 +1,11 @@
 """``python -m ort_deno cache DIR``: prepare a DENO_DIR at packaging time, for ORT_DENO_CACHE.
 
 Deno downloads the handler's remote imports (``npm:``, ``jsr:``, URLs) and compiles ORT's
-worker, its runner and the handler's TypeScript into DIR. Ship DIR with the function and set
-``ORT_DENO_CACHE`` to it: a cold start copies it into the writable DENO_DIR under /tmp.
-Compiled files are keyed by their absolute path, so prepare at the paths the function runs
-from (``/var/task`` on Lambda); downloads are keyed by URL and serve from anywhere.
+worker, its runner, the preloads (``ORT_PRELOAD``) and the handler's TypeScript into DIR.
+Ship DIR with the function and set ``ORT_DENO_CACHE`` to it: a cold start copies it into the
+writable DENO_DIR under /tmp. Compiled files are keyed by their absolute path, so prepare at
+the paths the function runs from (``/var/task`` on Lambda); downloads are keyed by URL and
+serve from anywhere.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     config = FunctionConfig(
         handler=options.handler or "", task_root=os.path.abspath(options.task_root)
     )
-    files = [sandbox.WORKER, sandbox.RUNNER]
+    preloads = sandbox.preload_files(config, sandbox.environment(config))
+    files = [sandbox.WORKER, sandbox.RUNNER, *preloads]
     if options.handler:
         handler = launch.handler_file(config)
         if handler is None:

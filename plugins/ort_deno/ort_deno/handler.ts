@@ -14,8 +14,14 @@ export type Callback = (error?: unknown, result?: unknown) => void;
 export interface ContextFields {
   awsRequestId: string;
   deadlineMs: number;
+  traceparent?: string | null;
   [field: string]: unknown;
 }
+
+/** The seam for an instrumenting preload: ``globalThis.__ortAroundHandler``, if a preload
+ * defines it, is called around the handler; ``call`` runs it (docs/worker-protocol.md). */
+type AroundHandler = (context: LambdaContext, call: () => Promise<unknown>) => unknown;
+type Instrumented = { __ortAroundHandler?: AroundHandler; __ortSpans?: unknown[] };
 
 export interface LambdaContext extends ContextFields {
   callbackWaitsForEmptyEventLoop: boolean;
@@ -124,6 +130,44 @@ export function describe(error: unknown): ErrorJSON {
 
 export function errorBytes(error: unknown): Uint8Array {
   return encoder.encode(JSON.stringify(describe(error)));
+}
+
+// -- preloads (ORT_PRELOAD) and the spans they record -----------------------------------------
+
+/** Imports the ``ORT_PRELOAD`` files (separated by ":"; relative ones from the task root), in
+ * order, before the handler: ``Runtime.InitError`` naming the first that fails. */
+export async function loadPreloads(taskRoot: string, list: string | undefined): Promise<void> {
+  for (const entry of (list ?? "").split(":")) {
+    if (!entry) continue;
+    const file = entry.startsWith("/") ? entry : `${taskRoot.replace(/\/+$/, "")}/${entry}`;
+    try {
+      await import(fileUrl(file));
+    } catch (error) {
+      const what = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+      throw new RuntimeError(
+        "Runtime.InitError",
+        `ORT_PRELOAD ${file} failed to load: ${what}`,
+        error instanceof Error ? error.stack : undefined,
+      );
+    }
+  }
+}
+
+/** What a preload recorded during the invocation, out of ``globalThis.__ortSpans``, which is
+ * emptied in place (the preload may keep a reference to it). */
+export function takeSpans(): unknown[] | undefined {
+  const spans = (globalThis as unknown as Instrumented).__ortSpans;
+  return Array.isArray(spans) && spans.length ? spans.splice(0) : undefined;
+}
+
+/** Sets (or, with null, removes) TRACEPARENT; a sandbox that denies it only loses it. */
+export function setTraceparent(value: string | null): void {
+  try {
+    if (value === null) Deno.env.delete("TRACEPARENT");
+    else Deno.env.set("TRACEPARENT", value);
+  } catch {
+    // --deny-env=TRACEPARENT: the context still carries it
+  }
 }
 
 // -- loading ------------------------------------------------------------------------------
@@ -261,12 +305,20 @@ export async function invoke(
   signature?: string,
 ): Promise<[boolean, Uint8Array]> {
   let result: unknown;
+  // The trace context of the handler's span, for code with its own OpenTelemetry SDK.
+  const traceparent = typeof fields.traceparent === "string" ? fields.traceparent : null;
   try {
     let event = JSON.parse(decoder.decode(body));
     if (signature === "cloudevent") event = decodeCloudEvent(event);
-    result = await callHandler(handler, event, makeContext(fields));
+    const context = makeContext(fields);
+    const call = () => callHandler(handler, event, context);
+    if (traceparent !== null) setTraceparent(traceparent);
+    const around = (globalThis as unknown as Instrumented).__ortAroundHandler;
+    result = await (typeof around === "function" ? around(context, call) : call());
   } catch (error) {
     return [false, errorBytes(error)];
+  } finally {
+    if (traceparent !== null) setTraceparent(null);
   }
   let text: string | undefined;
   try {

@@ -2,8 +2,9 @@
 
 The contract with runner.ts: ORT writes one line of JSON (a marker new for each process, and
 the context) then the event to the process's stdin; the process writes its log to stdout and
-stderr, then, last on stdout, the marker, ``{"ok": bool, "length": N}`` and N bytes of answer
-or error JSON. A process that ends without writing the marker failed: ``Runtime.ExitError``.
+stderr, then, last on stdout, the marker, ``{"ok": bool, "length": N}`` (plus ``"spans"``
+when a preload recorded some, as in the worker protocol's result) and N bytes of answer or
+error JSON. A process that ends without writing the marker failed: ``Runtime.ExitError``.
 The handler cannot know the marker, so nothing it prints can pass for the answer.
 
 ``start`` runs the runner once in check mode: it loads the handler, so a missing module or
@@ -36,6 +37,7 @@ class Run:
 
     def __init__(self) -> None:
         self.answer: tuple[bool, bytes] | None = None
+        self.spans: list[Any] | None = None  # what a preload recorded (ORT_PRELOAD)
         self.returncode: int | None = None
         self.timed_out = False
         self.stderr_tail: list[str] = []
@@ -111,6 +113,8 @@ class PerInvocationBridge:
                 f"RequestId: {context.aws_request_id} Error: Runtime exited with error: "
                 f"{run.exit_description()}",
             )
+        if run.spans is not None:
+            context.worker_spans = run.spans
         ok, payload = run.answer
         if not ok:
             raise error_from_body(payload)
@@ -203,6 +207,8 @@ class PerInvocationBridge:
             payload = stream.read(length)
             if len(payload) == length:
                 run.answer = (bool(answer.get("ok")), payload)
+                spans = answer.get("spans")
+                run.spans = spans if isinstance(spans, list) else None
 
     def _read_stderr(self, stream: IO[bytes], run: Run) -> None:
         for raw in iter(stream.readline, b""):

@@ -37,10 +37,12 @@ def launch_language(config: FunctionConfig) -> Bridge | None:
     from ort_deno.per_invocation import PerInvocationBridge
 
     permissions = os.environ.get("ORT_DENO_PERMISSIONS", "")
+    env = sandbox.environment(config, sandbox.deno_environment(sandbox.deno_dir()))
+    preloads = sandbox.preload_files(config, env)
     command = [
         sandbox.deno_binary(),
         "run",
-        *sandbox.run_flags(config, permissions),
+        *sandbox.run_flags(config, permissions, preloads=preloads),
         sandbox.RUNNER,
     ]
-    return PerInvocationBridge(config, command, sandbox.deno_environment(sandbox.deno_dir()))
+    return PerInvocationBridge(config, command, env)

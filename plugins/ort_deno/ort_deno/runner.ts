@@ -3,7 +3,8 @@
 // stdin:  one line of JSON, {"marker": M, "context": {...}} (or {"marker": M, "check": true}
 //         to load the handler and stop), then the event's JSON bytes until EOF.
 // stdout: the function's log, then, last, the result: the marker M, a JSON line
-//         {"ok": bool, "length": N}, and N bytes: the answer's JSON, or the error JSON.
+//         {"ok": bool, "length": N} (and "spans": [...] when a preload recorded some), and
+//         N bytes: the answer's JSON, or the error JSON.
 // The exit status is 0 once the result is written. A process that ends without writing one
 // (Deno.exit, a crash, a signal) failed the invocation: ORT reports Runtime.ExitError.
 // The marker is new for each event and read before the handler's module is, so no output of
@@ -15,7 +16,10 @@ import {
   invoke,
   levelConsole,
   loadHandler,
+  loadPreloads,
   onUncaught,
+  setTraceparent,
+  takeSpans,
 } from "./handler.ts";
 
 const encoder = new TextEncoder();
@@ -30,7 +34,9 @@ async function writeAll(data: Uint8Array): Promise<void> {
 let marker = "";
 
 async function answer(ok: boolean, body: Uint8Array, status = 0): Promise<never> {
-  await writeAll(encoder.encode(`${marker}${JSON.stringify({ ok, length: body.length })}\n`));
+  const spans = takeSpans(); // what a preload recorded: ORT hands them to telemetry plugins
+  const result = { ok, length: body.length, ...(spans && { spans }) };
+  await writeAll(encoder.encode(`${marker}${JSON.stringify(result)}\n`));
   await writeAll(body);
   Deno.exit(status);
 }
@@ -53,11 +59,11 @@ async function main(): Promise<never> {
   onUncaught(fail);
 
   let handler: Handler;
+  setTraceparent(null); // the invocation's own, set only while it runs
   try {
-    handler = await loadHandler(
-      Deno.env.get("LAMBDA_TASK_ROOT") || Deno.cwd(),
-      Deno.env.get("_HANDLER") ?? "",
-    );
+    const taskRoot = Deno.env.get("LAMBDA_TASK_ROOT") || Deno.cwd();
+    await loadPreloads(taskRoot, Deno.env.get("ORT_PRELOAD"));
+    handler = await loadHandler(taskRoot, Deno.env.get("_HANDLER") ?? "");
   } catch (error) {
     answered = true;
     return answer(false, errorBytes(error));

@@ -1,17 +1,18 @@
 """How Deno runs: its binary, its cache (DENO_DIR) and its permissions.
 
-Least privilege: Deno may read the task root and ORT's worker files, read a short list of
-Lambda's variables, and, in persistent mode, use its one Unix socket; nothing else unless
-``ORT_DENO_PERMISSIONS`` says so.
+Least privilege: Deno may read the task root, ORT's worker files and the preloads
+(``ORT_PRELOAD``), read a short list of Lambda's variables, and, in persistent mode, use its
+one Unix socket; nothing else unless ``ORT_DENO_PERMISSIONS`` says so.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 
 from ort_core.config import FunctionConfig
 from ort_core.errors import FunctionError
-from ort_core.workers.prelaunch import configured_or_on_path
+from ort_core.workers.prelaunch import WorkerSpec, configured_or_on_path, worker_environment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.ts")
@@ -35,6 +36,8 @@ ENV_NAMES = (
     "AWS_LAMBDA_INITIALIZATION_TYPE",
     "TZ",
     "LANG",
+    "TRACEPARENT",  # the invocation's trace context, set by the worker while the handler runs
+    "ORT_PRELOAD",  # read by the worker (docs/worker-protocol.md, "Preloads and spans")
 )
 # Deno's flags that take a list, and the short names of some of them.
 LIST_FLAGS = frozenset(
@@ -48,8 +51,9 @@ SHORT_FLAGS |= {"-A": "--allow-all"}
 
 
 class WorkerCommand:
-    """``deno run FLAGS worker.ts``, whose permissions name the worker's socket: ORT calls it
-    with the socket's path for each worker it starts. Equal commands compare equal."""
+    """``deno run FLAGS worker.ts``, whose permissions name the worker's socket and its
+    preloads: ORT calls it with the socket's path for each worker it starts, and the preloads
+    are those of the environment the worker gets. Equal commands compare equal."""
 
     __slots__ = ("config", "deno", "permissions")
 
@@ -59,7 +63,9 @@ class WorkerCommand:
         self.permissions = permissions
 
     def __call__(self, socket_path: str) -> list[str]:
-        return [self.deno, "run", *run_flags(self.config, self.permissions, socket_path), WORKER]
+        preloads = preload_files(self.config, environment(self.config))
+        flags = run_flags(self.config, self.permissions, socket_path, preloads)
+        return [self.deno, "run", *flags, WORKER]
 
     def _key(self) -> tuple[str, FunctionConfig, str]:
         return (self.deno, self.config, self.permissions)
@@ -164,14 +170,35 @@ def deno_environment(directory: str) -> dict[str, str]:
     return env
 
 
+def environment(config: FunctionConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The Deno process's whole environment: ORT's, ``env``, the handler's, and what the
+    ``ort.worker_env`` entry points add (an APM plugin's ``ORT_PRELOAD``)."""
+    return worker_environment(WorkerSpec("deno", (), tuple(sorted((env or {}).items()))), config)
+
+
+def preload_files(config: FunctionConfig, env: Mapping[str, str]) -> list[str]:
+    """The ``ORT_PRELOAD`` files of ``env``, relative ones from the task root, as Deno's
+    worker finds them: its permissions must let it read them."""
+    entries = env.get("ORT_PRELOAD", "").split(os.pathsep)
+    return [os.path.join(config.task_root, entry) for entry in entries if entry]
+
+
 # -- permissions --------------------------------------------------------------------------
 
 
 def run_flags(
-    config: FunctionConfig, permissions: str = "", socket_path: str | None = None
+    config: FunctionConfig,
+    permissions: str = "",
+    socket_path: str | None = None,
+    preloads: Sequence[str] = (),
 ) -> list[str]:
-    """``deno run``'s flags: no prompt, the function's deno.json if any, the permissions."""
-    return ["--no-prompt", config_flag(config), *permission_flags(config, permissions, socket_path)]
+    """``deno run``'s flags: no prompt, the function's deno.json if any, the permissions, and
+    the inspector when ``ORT_INSPECT`` (``ort emulate --inspect``) asks for it."""
+    flags = permission_flags(config, permissions, socket_path, preloads)
+    inspect = os.environ.get("ORT_INSPECT")
+    return ["--no-prompt", config_flag(config), *flags] + (
+        [f"--inspect={inspect}"] if inspect else []
+    )
 
 
 def config_flag(config: FunctionConfig) -> str:
@@ -185,24 +212,28 @@ def config_flag(config: FunctionConfig) -> str:
 
 
 def permission_flags(
-    config: FunctionConfig, permissions: str = "", socket_path: str | None = None
+    config: FunctionConfig,
+    permissions: str = "",
+    socket_path: str | None = None,
+    preloads: Sequence[str] = (),
 ) -> list[str]:
     """Least privilege, plus ``permissions`` (from ``ORT_DENO_PERMISSIONS``).
 
-    By default Deno may read the task root and ORT's worker files, read the variables in
-    ``ENV_NAMES``, and, in persistent mode, use its one Unix socket. ``permissions``
+    By default Deno may read the task root, ORT's worker files and the ``preloads`` (each
+    file, not its folder), read (and set) the variables in ``ENV_NAMES``, and, in persistent
+    mode, use its one Unix socket. ``permissions``
     (flags separated by commas or spaces: ``--allow-net,--allow-env=TABLE,REGION``) adds to
     that: a list flag's values join the default's, a bare list flag allows everything of
     its kind, and any other flag is passed to ``deno run`` as it is.
     """
-    for path in (config.task_root, HERE, socket_path or ""):
+    for path in (config.task_root, HERE, socket_path or "", *preloads):
         if "," in path:
             raise FunctionError(
                 "Runtime.InvalidEntrypoint",
                 f"Deno's permission flags cannot name a path with a comma: {path!r}",
             )
     lists: dict[str, list[str] | None] = {
-        "--allow-read": [config.task_root, HERE],
+        "--allow-read": [config.task_root, HERE, *preloads],
         "--allow-env": list(ENV_NAMES),
     }
     if socket_path is not None:

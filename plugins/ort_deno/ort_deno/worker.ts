@@ -9,7 +9,10 @@ import {
   invoke,
   levelConsole,
   loadHandler,
+  loadPreloads,
   onUncaught,
+  setTraceparent,
+  takeSpans,
 } from "./handler.ts";
 
 const MAX_PART = 64 * 1024 * 1024; // as ORT's side: anything bigger is a broken peer
@@ -78,11 +81,11 @@ async function main(): Promise<never> {
   levelConsole(Deno.env.get("AWS_LAMBDA_LOG_LEVEL"));
   const conn = await Deno.connect({ transport: "unix", path: Deno.env.get("ORT_WORKER_SOCKET")! });
   let handler: Handler;
+  setTraceparent(null); // each invocation's own, set only while it runs
   try {
-    handler = await loadHandler(
-      Deno.env.get("LAMBDA_TASK_ROOT") || Deno.cwd(),
-      Deno.env.get("_HANDLER") ?? "",
-    );
+    const taskRoot = Deno.env.get("LAMBDA_TASK_ROOT") || Deno.cwd();
+    await loadPreloads(taskRoot, Deno.env.get("ORT_PRELOAD"));
+    handler = await loadHandler(taskRoot, Deno.env.get("_HANDLER") ?? "");
   } catch (error) {
     await send(conn, { type: "init_error" }, errorBytes(error));
     conn.close();
@@ -96,7 +99,9 @@ async function main(): Promise<never> {
     if (inFlight !== null) {
       const id = inFlight;
       inFlight = null;
-      await send(conn, { type: "result", id, ok: false, exiting: true }, errorBytes(error));
+      const spans = takeSpans();
+      const header = { type: "result", id, ok: false, exiting: true, ...(spans && { spans }) };
+      await send(conn, header, errorBytes(error));
     } else {
       console.error("Uncaught", error);
     }
@@ -119,7 +124,8 @@ async function main(): Promise<never> {
     );
     if (inFlight === header.id) {
       inFlight = null;
-      await send(conn, { type: "result", id: header.id, ok }, answer);
+      const spans = takeSpans();
+      await send(conn, { type: "result", id: header.id, ok, ...(spans && { spans }) }, answer);
     }
   }
 }

@@ -25,7 +25,9 @@ def worker_spec(config: FunctionConfig) -> WorkerSpec | None:
         # An extensionless file with the exec bit is an executable handler, not Node's.
         if found is None or (not os.path.splitext(found)[1] and os.access(found, os.X_OK)):
             return None
-    return WorkerSpec("node", (node_binary(), WORKER))
+    inspect = os.environ.get("ORT_INSPECT")  # `ort emulate --inspect`: 127.0.0.1:9229
+    flags = (f"--inspect={inspect}",) if inspect else ()
+    return WorkerSpec("node", (node_binary(), *flags, WORKER))
 
 
 def handler_file(config: FunctionConfig) -> str | None:

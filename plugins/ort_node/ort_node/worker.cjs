@@ -172,6 +172,49 @@ async function loadHandler(taskRoot, handlerString) {
   return handler;
 }
 
+// -- preloads (ORT_PRELOAD) -------------------------------------------------------------------
+
+// Files an instrumenting plugin asks to load before the handler (docs/worker-protocol.md,
+// "Preloads and spans"), in order: .mjs imported, the rest required (imported when they are
+// ES modules).
+async function loadPreloads(list) {
+  for (const entry of (list || '').split(path.delimiter)) {
+    if (!entry) continue;
+    const file = path.resolve(entry);
+    try {
+      await loadModule(file);
+    } catch (error) {
+      const what = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+      throw Object.assign(
+        new WorkerError('Runtime.InitError', `ORT_PRELOAD ${file} failed to load: ${what}`),
+        { stack: error instanceof Error ? error.stack : undefined },
+      );
+    }
+  }
+}
+
+// What a preload recorded during the invocation: taken out of globalThis.__ortSpans, which is
+// emptied in place (the preload may keep a reference to it).
+function takeSpans() {
+  const spans = globalThis.__ortSpans;
+  return Array.isArray(spans) && spans.length ? spans.splice(0) : undefined;
+}
+
+// -- remote debugging (ORT_ALLOW_DEBUG=1 and an event's _debugProxy) ------------------------
+
+// ORT relays the inspector to the developer's debugger (docs/deploy.md, "Remote debugging").
+// The first time, the inspector opens and waits for a debugger: until one attaches, or until
+// ORT, after ORT_DEBUG_WAIT seconds, resumes it itself. Later events find it open.
+function openInspector(port) {
+  const inspector = require('node:inspector');
+  if (inspector.url()) return;
+  try {
+    inspector.open(port, '127.0.0.1', true);
+  } catch (error) {
+    console.error(`ORT: cannot open the inspector on 127.0.0.1:${port}: ${error.message}`);
+  }
+}
+
 // -- invoking it ------------------------------------------------------------------------------
 
 function makeContext(fields) {
@@ -208,10 +251,12 @@ function callHandler(handler, event, context) {
 
 async function main() {
   levelConsole(process.env.AWS_LAMBDA_LOG_LEVEL);
+  delete process.env.TRACEPARENT; // each invocation's own, set only while it runs
   const socket = net.connect(process.env.ORT_WORKER_SOCKET);
   await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
   let handler;
   try {
+    await loadPreloads(process.env.ORT_PRELOAD);
     handler = await loadHandler(process.env.LAMBDA_TASK_ROOT || process.cwd(), process.env._HANDLER);
   } catch (error) {
     send(socket, { type: 'init_error' }, Buffer.from(JSON.stringify(describe(error))));
@@ -224,7 +269,10 @@ async function main() {
     // An uncaught exception or rejection ends the worker, as on Lambda; the invocation in
     // flight gets the error first.
     if (inFlight !== null) {
-      send(socket, { type: 'result', id: inFlight, ok: false, exiting: true }, Buffer.from(JSON.stringify(describe(error))));
+      const header = { type: 'result', id: inFlight, ok: false, exiting: true };
+      const spans = takeSpans();
+      if (spans) header.spans = spans;
+      send(socket, header, Buffer.from(JSON.stringify(describe(error))));
       inFlight = null;
     } else {
       console.error(error);
@@ -237,23 +285,36 @@ async function main() {
   messages(socket, async (header, body) => {
     if (header.type !== 'invoke') return;
     inFlight = header.id;
+    if (header.debug) openInspector(header.debug.port);
     let answer;
+    let traceparent = null;
     try {
       const event = JSON.parse(body.toString());
       if (header.signature === 'cloudevent' && event && typeof event.data_base64 === 'string') {
         event.data = Buffer.from(event.data_base64, 'base64'); // data decoded, as the spec says
         delete event.data_base64;
       }
-      const result = await callHandler(handler, event, makeContext(header.context));
+      const context = makeContext(header.context);
+      const call = () => callHandler(handler, event, context);
+      // The trace context of the handler's span, for code with its own OpenTelemetry SDK.
+      traceparent = typeof context.traceparent === 'string' ? context.traceparent : null;
+      if (traceparent !== null) process.env.TRACEPARENT = traceparent;
+      // The seam for an instrumenting preload: it calls `call` and returns what it returns.
+      const around = globalThis.__ortAroundHandler;
+      const result = await (typeof around === 'function' ? around(context, call) : call());
       answer = [true, Buffer.from(JSON.stringify(result === undefined ? null : result))];
     } catch (error) {
       answer = [false, Buffer.from(JSON.stringify(describe(error)))];
     }
+    if (traceparent !== null) delete process.env.TRACEPARENT;
     await written(process.stdout);
     await written(process.stderr);
     if (inFlight === header.id) {
       inFlight = null;
-      send(socket, { type: 'result', id: header.id, ok: answer[0] }, answer[1]);
+      const result = { type: 'result', id: header.id, ok: answer[0] };
+      const spans = takeSpans();
+      if (spans) result.spans = spans;
+      send(socket, result, answer[1]);
     }
   });
   socket.on('close', () => process.exit(0));

@@ -9,6 +9,7 @@ request id in flight.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import socket
@@ -141,6 +142,8 @@ class Context:
         self.memory_limit_in_mb = fields.get("memoryLimitInMB")
         self.log_group_name = fields.get("logGroupName")
         self.log_stream_name = fields.get("logStreamName")
+        # The W3C trace context of the handler's span, when a telemetry plugin traces it.
+        self.traceparent = fields.get("traceparent")
 
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds left before the deadline, never below 0."""
@@ -188,10 +191,23 @@ def invoke(
         os.environ["_X_AMZN_TRACE_ID"] = context.trace_id
     else:
         os.environ.pop("_X_AMZN_TRACE_ID", None)
+    traceparent = context.traceparent if isinstance(context.traceparent, str) else None
+    if traceparent:  # for code with its own OpenTelemetry SDK, while the handler runs
+        os.environ["TRACEPARENT"] = traceparent
+    # The seam for an instrumenting preload: it calls ``call`` and returns what it returns.
+    around = getattr(builtins, "__ort_around_handler__", None)
     try:
-        result = caller.call(event, context)
+        if around is None:
+            result = caller.call(event, context)
+        else:
+            result = around(context, lambda: caller.call(event, context))
     except loading.HandlerError as error:
         return False, json.dumps(error.to_dict()).encode()
+    except Exception as exc:  # the preload's own failure
+        return False, json.dumps(loading.describe_exception(exc).to_dict()).encode()
+    finally:
+        if traceparent:
+            os.environ.pop("TRACEPARENT", None)
     if isinstance(result, bytes):
         return True, result  # as in-process: bytes pass unchanged
     if cloudevent and callable(getattr(result, "get_attributes", None)):
@@ -265,6 +281,40 @@ def log_records() -> None:
     root.setLevel(level if isinstance(level, int) else logging.INFO)
 
 
+def load_preloads(value: str) -> None:
+    """Run the ``ORT_PRELOAD`` files (separated by ``os.pathsep``), in order, each as a module
+    of its own; HandlerError (``Runtime.InitError``) naming the first that fails."""
+    for index, entry in enumerate(filter(None, value.split(os.pathsep))):
+        path = os.path.abspath(entry)
+        try:
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location(f"__ort_preload_{index}__", path)
+            if spec is None or spec.loader is None:
+                raise ImportError("not a Python file (.py)")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            described = loading.describe_exception(exc)
+            raise loading.HandlerError(
+                "Runtime.InitError",
+                f"ORT_PRELOAD {path} failed to load: {type(exc).__name__}: {exc}",
+                described.stack_trace,
+            ) from None
+
+
+def take_spans() -> list[Any] | None:
+    """What a preload recorded during the invocation, out of ``builtins.__ort_spans__`` (a
+    list, emptied in place: the preload may keep a reference to it)."""
+    spans = getattr(builtins, "__ort_spans__", None)
+    if not spans or not isinstance(spans, list):
+        return None
+    taken = spans[:]
+    spans.clear()
+    return taken
+
+
 def _flush_logs() -> None:
     """The invocation's prints reach ORT before its result, so they carry its request id."""
     for stream in (sys.stdout, sys.stderr):
@@ -293,7 +343,9 @@ def main() -> int:
     task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
     if task_root not in sys.path:
         sys.path.insert(0, task_root)
+    os.environ.pop("TRACEPARENT", None)  # each invocation's own, set only while it runs
     try:
+        load_preloads(os.environ.get("ORT_PRELOAD", ""))
         caller = loading.HandlerCaller(loading.load_handler(os.environ.get("_HANDLER", "")))
     except loading.HandlerError as error:
         _flush_logs()
@@ -321,8 +373,17 @@ def main() -> int:
             cloudevent=header.get("signature") == "cloudevent",
         )
         _flush_logs()
+        result: dict[str, Any] = {"type": "result", "id": header.get("id"), "ok": ok}
+        spans = take_spans()
+        if spans:
+            result["spans"] = spans
         try:
-            send(channel, {"type": "result", "id": header.get("id"), "ok": ok}, answer)
+            try:
+                send(channel, result, answer)
+            except (TypeError, ValueError) as exc:  # spans that are not JSON: sent without
+                print(f"ort-python worker: spans dropped: {exc}", file=sys.stderr)
+                del result["spans"]
+                send(channel, result, answer)
         except OSError:
             return 0  # ORT stopped waiting (the sandbox is ending)
 
