@@ -4,8 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PLUGINS := ./plugins/ort_python ./plugins/ort_node ./plugins/ort_deno
-PLUGINS_WITH_EXTRAS := ./plugins/ort_python './plugins/ort_node[node]' './plugins/ort_deno[deno]'
+PLUGINS := ./plugins/ort_python ./plugins/ort_node ./plugins/ort_deno ./plugins/ort_apm
+PLUGINS_WITH_EXTRAS := ./plugins/ort_python './plugins/ort_node[node]' './plugins/ort_deno[deno]' \
+	'./plugins/ort_apm[test]'
 
 .PHONY: install system-packages demo test lint bench clean
 
@@ -13,7 +14,7 @@ install: system-packages $(VENV)/.installed
 
 system-packages:
 	@missing=""; \
-	for tool in curl:curl php:php-cli; do \
+	for tool in curl:curl php:php-cli openssl:openssl; do \
 	  command -v "$${tool%%:*}" >/dev/null || missing="$$missing $${tool#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -41,13 +42,26 @@ clean:
 	rm -rf $(VENV)
 
 # Benchmarks run on regular (not editable) installs, as users and layers have them.
+# gateway.py compares `ort serve` with Google's functions-framework, which gets a virtualenv of
+# its own: it pins cloudevents < 2 and ORT needs 2. wrk (the load generator) is Debian's.
 BENCH_VENV ?= .venv-bench
+BENCH_FF_VENV ?= $(BENCH_VENV)/ff
 bench:
+	@command -v wrk >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); echo "apt-get install wrk"; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps . $(PLUGINS)
-	$(BENCH_VENV)/bin/python -m pip install --quiet . $(PLUGINS_WITH_EXTRAS) awslambdaric
+	$(BENCH_VENV)/bin/python -m pip install --quiet '.[serve]' $(PLUGINS_WITH_EXTRAS) awslambdaric \
+	  opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
+	$(PYTHON) -m venv $(BENCH_FF_VENV)
+	$(BENCH_FF_VENV)/bin/python -m pip install --quiet functions-framework
 	cd bench && ../$(BENCH_VENV)/bin/python cold_start.py
 	cd bench && ../$(BENCH_VENV)/bin/python bridges.py
 	cd bench && ../$(BENCH_VENV)/bin/python middlewares.py
 	cd bench && ../$(BENCH_VENV)/bin/python timeout_margin.py
+	cd bench && ../$(BENCH_VENV)/bin/python apm.py
+	cd bench && ../$(BENCH_VENV)/bin/python gateway.py \
+	  --functions-framework ../$(BENCH_FF_VENV)/bin/functions-framework
