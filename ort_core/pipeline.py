@@ -245,7 +245,7 @@ class Pipeline:
         return event, None
 
     def _after(self, response: Any, event: Any, context: Context) -> Any:
-        if self.hooks.after_response_chain and isinstance(response, JSONBytes):
+        if self.hooks.after_response_reads_response and isinstance(response, JSONBytes):
             response = json.loads(response)
         for plugin_name, call in self.hooks.after_response_chain:
             result = call_plugin(

@@ -155,6 +155,10 @@ class Hooks:
         self._rank = {name: rank for rank, name in enumerate(order or [])}
         self.before_event_chain = self.implementations("before_event")
         self.after_response_chain = self.implementations("after_response")[::-1]
+        # A worker's JSON answer is decoded for the chain only if some implementation reads it.
+        self.after_response_reads_response = any(
+            "response" in impl.argnames for impl in self.manager.hook.after_response.get_hookimpls()
+        )
 
     def implementations(self, hook_name: str) -> list[tuple[str, Callable[..., Any]]]:
         """(plugin name, implementation) in call order, callable with keywords: the plugins

@@ -151,3 +151,23 @@ def test_bootstrap_starts_the_worker_early_and_adopts_it(node_dir, tmp_path, pee
     finally:
         runtime.kill()
         runtime.wait()
+
+
+def test_a_worker_answer_stays_byte_exact_past_hooks_that_do_not_read_it(tmp_path):
+    (tmp_path / "index.js").write_text("exports.handler = async () => ({a: 1, b: [true]});\n")
+    (tmp_path / "watcher.py").write_text(
+        "from ort_core import hookimpl\n\n"
+        "@hookimpl\n"
+        "def after_response(context):\n"
+        "    print('seen', context.aws_request_id)\n"
+    )
+    result = subprocess.run(
+        [PYTHON, "-m", "ort_core", "invoke", "--handler", "index.handler", "--language", "node"],
+        cwd=tmp_path,
+        env=clean_environ(ORT_PLUGIN_MODULES="watcher", PYTHONPATH=str(tmp_path)),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b'{"a":1,"b":[true]}\n'  # Node's own bytes, not re-encoded
+    assert b"seen " in result.stderr

@@ -29,8 +29,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "tests"))  # runtime_api_peer
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # apm_traces
+# Appended, never first: tests/ must stay the place a bare ``import conftest`` finds.
+for folder in (ROOT / "tests", Path(__file__).resolve().parent):  # runtime_api_peer, apm_traces
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
 
 from apm_traces import attributes, hex_ids_to_base64  # noqa: E402
 from runtime_api_peer import Peer, start_peer  # noqa: E402
