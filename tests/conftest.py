@@ -30,6 +30,30 @@ def clean_environ(**extra: str) -> dict[str, str]:
     return {name: value for name, value in env.items() if value != "" or name != "ORT_SIGNATURE"}
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc), zombies included."""
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        for task in Path(f"/proc/{frontier.pop()}/task").glob("*"):
+            try:
+                kids = {int(child) for child in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            found |= kids
+            frontier.extend(kids)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its reaper does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 @pytest.fixture
 def function_dir(tmp_path: Path):
     """Write handler files: ``function_dir({"app.py": source})`` returns the folder."""

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, clean_environ
+from conftest import PYTHON, alive, clean_environ, descendants
 from runtime_api_peer import Peer, start_peer
 
 ECHO = """
@@ -86,31 +86,6 @@ else:
 
 
 # -- processes ----------------------------------------------------------------------------
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid``."""
-    found: set[int] = set()
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                kids = {int(child) for child in (task / "children").read_text().split()}
-            except OSError:
-                continue
-            found |= kids
-            frontier.extend(kids)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting for its reaper does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def descriptors(pid: int) -> int:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, clean_environ
+from conftest import PYTHON, alive, clean_environ, descendants
 from runtime_api_peer import Peer, start_peer
 
 DEADLINE_MS = 2000
@@ -98,28 +98,6 @@ from ort_core import hookimpl
 def on_timeout(event, context):
     print("on_timeout ran for", context.aws_request_id, "with", event, file=sys.stderr, flush=True)
 """
-
-
-def descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    frontier = [pid]
-    while frontier:
-        for task in Path(f"/proc/{frontier.pop()}/task").glob("*"):
-            try:
-                kids = {int(child) for child in (task / "children").read_text().split()}
-            except OSError:
-                continue
-            found |= kids
-            frontier.extend(kids)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def start_runtime(peer: Peer, folder: Path, log: Path, env: dict[str, str]) -> subprocess.Popen:
