@@ -38,7 +38,7 @@ from cloudevents.core.bindings.http import (
     to_structured_event,
 )
 from cloudevents.core.v1.event import CloudEvent
-from conftest import clean_environ
+from conftest import alive, clean_environ, descendants
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -223,36 +223,6 @@ def wait_until_ready(server: Server, limit: float = START_LIMIT) -> None:
             pass
         time.sleep(0.05)
     pytest.fail(f"ort serve was not ready in {limit}s\n{server.diagnostics()}")
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (children of any of its threads, and theirs)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(entry))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running: it exists and is not a zombie waiting for a parent to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def start_server(
