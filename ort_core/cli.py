@@ -274,14 +274,15 @@ def _invoke(options: argparse.Namespace) -> int:
     context = Context(request_id, int(time.time() * 1000 + timeout * 1000), config)
     try:
         answer = pipeline.invoke(body, context)
+        output.buffer.write(answer + b"\n")
+        output.flush()
+        return 0
     except FunctionError as error:
         print(json.dumps(error.to_dict(request_id)), file=output, flush=True)
         return 1
     finally:
+        pipeline.answered(context)
         pipeline.close()
-    output.buffer.write(answer + b"\n")
-    output.flush()
-    return 0
 
 
 def _layer_build(options: argparse.Namespace) -> int:

@@ -101,3 +101,29 @@ def on_timeout(event: Any, context: Context) -> None:
     thread other than the handler's. Keep it short: the timeout error is sent after every
     implementation returns, then the bridge's work is abandoned.
     """
+
+
+@hookspec
+def after_answer(context: Context) -> None:
+    """Called once the invocation's answer (its response or its error) is delivered, before
+    the front end takes the next event.
+
+    :param context: the invocation's context.
+
+    On Lambda the sandbox may be frozen once the runtime asks for the next event, not before:
+    work here (exporting telemetry, say) still runs, but off the answer's latency. Notification
+    only: exceptions are logged. It delays the next invocation, so keep it bounded.
+    """
+
+
+# -- Shutdown: once per sandbox ----------------------------------------------------------
+
+
+@hookspec
+def on_shutdown() -> None:
+    """The sandbox is ending (SIGTERM from the platform, the gateway draining, a one-shot
+    ``ort invoke`` done): last flush, before the workers are stopped.
+
+    Lambda allows a runtime about 500 ms after SIGTERM (less without extensions): keep it short.
+    Notification only: exceptions are logged.
+    """

@@ -65,6 +65,7 @@ def run(api: RuntimeAPI, config: FunctionConfig, env: dict[str, str]) -> int:
             os.environ["_X_AMZN_TRACE_ID"] = trace_id
         else:
             os.environ.pop("_X_AMZN_TRACE_ID", None)
+        context = None
         try:
             context = Context.from_runtime_headers(invocation.headers, config)
             body = pipeline.invoke(invocation.body, context)
@@ -72,15 +73,17 @@ def run(api: RuntimeAPI, config: FunctionConfig, env: dict[str, str]) -> int:
         except FunctionError as error:
             log_failure(error)
             api.post_error(request_id, error)
-            continue
-        if api.post_response(request_id, body) == RESPONSE_TOO_LARGE:
-            error = FunctionError(
-                "Function.ResponseSizeTooLarge",
-                f"Response payload size ({len(body)} bytes) exceeded maximum allowed "
-                "payload size (6291556 bytes).",
-            )
-            log_failure(error)
-            api.post_error(request_id, error)
+        else:
+            if api.post_response(request_id, body) == RESPONSE_TOO_LARGE:
+                error = FunctionError(
+                    "Function.ResponseSizeTooLarge",
+                    f"Response payload size ({len(body)} bytes) exceeded maximum allowed "
+                    "payload size (6291556 bytes).",
+                )
+                log_failure(error)
+                api.post_error(request_id, error)
+        if context is not None:  # before the next /next, when Lambda may freeze the sandbox
+            pipeline.answered(context)
 
 
 def log_failure(error: FunctionError) -> None:

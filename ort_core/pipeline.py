@@ -116,6 +116,7 @@ class Pipeline:
         self._event_in_flight: Any = None
         self._cancel_in_flight: Callable[[], bool] | None = None
         self._expired = False
+        self._closed = False
         self._watchdog = Watchdog()
 
     def invoke(self, body: bytes | Decoded, context: Context) -> bytes:
@@ -210,8 +211,18 @@ class Pipeline:
                 failed.append(record_id)
         return adapted.answer(failed)
 
+    def answered(self, context: Context) -> None:
+        """The front end has delivered the answer: ``after_answer`` hooks run now, before it
+        takes the next event (when Lambda may freeze the sandbox), off the answer's latency."""
+        self.hooks.after_answer(context)
+
     def close(self) -> None:
-        """Stop the bridge (and its worker) and the middlewares: the sandbox is ending."""
+        """Plugins' ``on_shutdown``, then stop the bridge (and its worker) and the
+        middlewares: the sandbox is ending. Once: later calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self.hooks.on_shutdown()
         self.bridge.stop()
         for middleware in self.middlewares:
             middleware.close()

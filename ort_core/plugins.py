@@ -34,7 +34,15 @@ ENTRY_POINT_GROUP = "ort"
 # an executable handler file, and both over installed plugins.
 BUILTIN_PLUGINS: tuple[str, ...] = ("ort_core.languages.executable", "ort_core.languages.scaleway")
 # Hooks ORT calls implementation by implementation: pluggy wrappers cannot take part.
-PLAIN_HOOKS = ("on_init", "before_event", "after_response", "on_error", "on_timeout")
+PLAIN_HOOKS = (
+    "on_init",
+    "before_event",
+    "after_response",
+    "on_error",
+    "on_timeout",
+    "after_answer",
+    "on_shutdown",
+)
 hookimpl = pluggy.HookimplMarker("ort")
 log = logging.getLogger("ort")
 
@@ -155,6 +163,7 @@ class Hooks:
         self._rank = {name: rank for rank, name in enumerate(order or [])}
         self.before_event_chain = self.implementations("before_event")
         self.after_response_chain = self.implementations("after_response")[::-1]
+        self.after_answer_chain = self.implementations("after_answer")
         # A worker's JSON answer is decoded for the chain only if some implementation reads it.
         self.after_response_reads_response = any(
             "response" in impl.argnames for impl in self.manager.hook.after_response.get_hookimpls()
@@ -185,9 +194,21 @@ class Hooks:
     def on_timeout(self, event: Any, context: Context) -> None:
         self._notify("on_timeout", event=event, context=context)
 
-    def _notify(self, hook_name: str, **kwargs: Any) -> None:
+    def after_answer(self, context: Context) -> None:
+        if self.after_answer_chain:
+            self._notify("after_answer", self.after_answer_chain, context=context)
+
+    def on_shutdown(self) -> None:
+        self._notify("on_shutdown")
+
+    def _notify(
+        self,
+        hook_name: str,
+        chain: list[tuple[str, Callable[..., Any]]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Call every implementation; one that raises is logged and does not stop the rest."""
-        for plugin_name, call in self.implementations(hook_name):
+        for plugin_name, call in self.implementations(hook_name) if chain is None else chain:
             try:
                 call(**kwargs)
             except Exception:

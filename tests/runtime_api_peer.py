@@ -23,7 +23,7 @@ class Result:
     kind: str  # "response" or "error"
     body: bytes
     headers: dict[str, str]
-    received_ms: int = 0  # when it arrived (epoch ms), to compare with the deadline
+    received_ms: float = 0  # when it arrived (epoch ms), to compare with the deadline
     deadline_ms: int = 0  # the invocation's Lambda-Runtime-Deadline-Ms
 
     def json(self) -> Any:
@@ -38,6 +38,9 @@ class Peer:
     init_errors: list[Result] = field(default_factory=list)
     deadlines: dict[str, int] = field(default_factory=dict)
     refuse_responses_with: int | None = None  # answer POST .../response with this status
+    next_requested_ms: list[float] = field(default_factory=list)  # each GET /next's arrival
+    _pending_next: threading.Condition = field(default_factory=threading.Condition)
+    _waiting: int = 0  # GET /next requests waiting for an event
 
     @property
     def address(self) -> str:
@@ -51,6 +54,18 @@ class Peer:
         self.results[request_id] = queue.Queue()
         self.events.put((request_id, payload, headers or {}))
         return self.results[request_id].get(timeout=timeout)
+
+    def wait_for_next(self, timeout: float = 30) -> None:
+        """Return once the runtime is waiting on ``/next``: done with the previous event,
+        including what it does after posting the answer."""
+        with self._pending_next:
+            if not self._pending_next.wait_for(lambda: self._waiting > 0, timeout):
+                raise TimeoutError("the runtime did not ask for the next event")
+
+    def next_request_after(self, ms: float, timeout: float = 30) -> float:
+        """When the runtime asked for an event at or after ``ms`` (epoch ms)."""
+        self.wait_for_next(timeout)
+        return min(t for t in self.next_requested_ms if t >= ms)
 
     def close(self) -> None:
         self.server.shutdown()
@@ -80,7 +95,15 @@ def start_peer(deadline_ms: int | None = None) -> Peer:
 
         def do_GET(self) -> None:
             assert self.path == f"{PREFIX}/invocation/next", self.path
-            request_id, payload, extra = peer.events.get()
+            with peer._pending_next:
+                peer.next_requested_ms.append(time.time() * 1000)
+                peer._waiting += 1
+                peer._pending_next.notify_all()
+            try:
+                request_id, payload, extra = peer.events.get()
+            finally:
+                with peer._pending_next:
+                    peer._waiting -= 1
             deadline = peer.deadlines[request_id] = int(time.time() * 1000) + (
                 deadline_ms or 60_000
             )
@@ -104,7 +127,7 @@ def start_peer(deadline_ms: int | None = None) -> Peer:
             if kind == "response" and peer.refuse_responses_with:
                 self._answer(peer.refuse_responses_with, b'{"errorType":"Refused"}')
                 return
-            received = int(time.time() * 1000)
+            received = time.time() * 1000
             deadline = peer.deadlines.get(request_id, 0)
             peer.results[request_id].put(Result(kind, body, headers, received, deadline))
             self._answer(202, b"{}")

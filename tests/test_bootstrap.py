@@ -283,3 +283,49 @@ def test_client_context_that_is_not_json_is_an_invocation_error(peer, start_runt
     assert result.kind == "error"
     assert result.json()["errorType"] == "Runtime.LambdaContextUnmarshalError"
     assert peer.invoke({}).kind == "response"
+
+
+ANSWER_PLUGIN = """
+import json, os, time
+from ort_core import hookimpl
+
+LOG = os.environ["HOOK_LOG"]
+
+def record(**entry):
+    with open(LOG, "a") as log:
+        log.write(json.dumps(entry) + "\\n")
+
+@hookimpl
+def after_answer(context):
+    time.sleep(0.05)  # the next /next waits for this, the answer does not
+    record(hook="after_answer", request_id=context.aws_request_id, ms=time.time() * 1000)
+
+@hookimpl
+def on_shutdown():
+    record(hook="on_shutdown", ms=time.time() * 1000)
+"""
+
+
+def test_after_answer_runs_after_the_answer_is_posted_and_before_the_next_event(
+    peer, start_runtime, function_dir, tmp_path
+):
+    plugin = function_dir({"answer_plugin.py": ANSWER_PLUGIN})
+    hook_log = tmp_path / "hooks.ndjson"
+    process = start_runtime(
+        peer.address,
+        ORT_PLUGIN_MODULES="answer_plugin",
+        PYTHONPATH=str(plugin),
+        HOOK_LOG=str(hook_log),
+    )
+    results = [peer.invoke({}), peer.invoke({"action": "raise"})]
+    next_ms = [peer.next_request_after(result.received_ms) for result in results]
+    process.terminate()
+    assert process.wait(10) == 0
+
+    entries = [json.loads(line) for line in hook_log.read_text().splitlines()]
+    assert [entry["hook"] for entry in entries] == ["after_answer", "after_answer", "on_shutdown"]
+    assert [result.kind for result in results] == ["response", "error"]
+    assert entries[0]["request_id"] == results[0].json()["request_id"]
+    assert entries[1]["request_id"] not in ("", entries[0]["request_id"])
+    for result, entry, asked_ms in zip(results, entries, next_ms, strict=False):
+        assert result.received_ms < entry["ms"] <= asked_ms  # answer, then hook, then /next

@@ -67,6 +67,7 @@ class Slot:
             except Exception as exc:
                 outcome = FunctionError.from_exception(exc)
             self._answer(outcome)
+            self.pipeline.answered(context)
             if self.stuck:  # the pool has replaced this slot: the handler returned at last
                 self.pipeline.close()
                 return
