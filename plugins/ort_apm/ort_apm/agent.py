@@ -5,8 +5,10 @@ batch) and gives the handler its trace context; ``after_response``, ``on_error``
 ``on_timeout`` close it: they build the invocation's SERVER span, a span for each step the
 pipeline recorded (``context.steps``: executable middlewares, the bridge call), the spans the
 worker sent back (``context.worker_spans``) or, for a Python handler in ORT's own process, the
-handler span and its outgoing HTTP spans recorded here; then they export, within a budget,
-before the front end posts the answer.
+handler span and its outgoing HTTP spans recorded here. The export, within a budget, waits for
+``after_answer``: after the answer is delivered and before the next event is taken, which is
+when Lambda may freeze the sandbox (``ORT_APM_FLUSH=before_answer`` exports before the answer;
+a timeout exports in ``on_timeout``, before the worker is killed).
 """
 
 from __future__ import annotations
@@ -224,12 +226,26 @@ class Agent:
                 exporter.add(self._spans(run, context, end_ns, error, timeout, recorded))
             except Exception:  # a bug here must not fail the invocation
                 log.exception("ort-apm: could not record the invocation's spans")
-        if not exporter.idle():
+        if (timeout or self.settings.flush_before_answer) and not exporter.idle():
             exporter.flush(self._budget_s(context, timeout))
 
+    def answered(self) -> None:
+        """After the answer is delivered, before the next event (when Lambda may freeze the
+        sandbox): the flush, off the answer's latency."""
+        exporter = self.exporter
+        if exporter is not None and not exporter.idle():
+            exporter.flush(self.settings.export_timeout_ms / 1000)
+
+    def shut_down(self) -> None:
+        """The sandbox ends: what is left, the last metrics included, within one budget."""
+        exporter = self.exporter
+        if exporter is not None:
+            exporter.flush(self.settings.export_timeout_ms / 1000, force_metrics=True)
+
     def _budget_s(self, context: Any, timeout: bool) -> float:
-        """The export timeout, but never into the watchdog's margin (after_response, on_error)
-        nor more than half what is left (on_timeout, within that margin)."""
+        """The export timeout, but never into the watchdog's margin (after_response, on_error
+        with ``ORT_APM_FLUSH=before_answer``) nor more than half what is left (on_timeout,
+        within that margin)."""
         budget = float(self.settings.export_timeout_ms)
         if getattr(context, "deadline_ms", 0):
             left = context.get_remaining_time_in_millis()

@@ -108,6 +108,13 @@ class Settings:
             self.problems.append(f"ORT_APM_EXPORT_MODE={mode!r}: use ack or send; ack")
             mode = "ack"
         self.wait_for_ack = mode == "ack"
+        flush = environ.get("ORT_APM_FLUSH", "").strip().lower() or "after_answer"
+        if flush not in ("after_answer", "before_answer"):
+            self.problems.append(
+                f"ORT_APM_FLUSH={flush!r}: use after_answer or before_answer; after_answer"
+            )
+            flush = "after_answer"
+        self.flush_before_answer = flush == "before_answer"
         self.retry_ms = _positive_int(environ, "ORT_APM_RETRY_MS", 1000)
         self.metrics_interval_ms = _positive_int(environ, "OTEL_METRIC_EXPORT_INTERVAL", 60000)
         self.max_queue = _positive_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048) or 2048

@@ -4,8 +4,8 @@ enabled (no ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOIN
 
 When enabled, ort-apm is the outermost layer: its ``before_event`` runs first and its
 ``after_response`` last (``tryfirst``, which ORT's onion order turns into last on the way
-out), so its invocation span covers the other plugins, and its flush comes right before the
-front end posts the answer.
+out), so its invocation span covers the other plugins. It exports in ``after_answer``, once the
+answer is delivered and before the next event.
 """
 
 from __future__ import annotations
@@ -39,3 +39,11 @@ if enabled(os.environ):
     @hookimpl(tryfirst=True)
     def on_timeout(event, context):  # type: ignore[no-untyped-def]
         agent.finish(context, timeout=True, event=event)
+
+    @hookimpl
+    def after_answer():  # type: ignore[no-untyped-def]
+        agent.answered()
+
+    @hookimpl
+    def on_shutdown():  # type: ignore[no-untyped-def]
+        agent.shut_down()

@@ -263,7 +263,7 @@ class Runtime:
 
     def wait_ready(self, timeout: float = 30) -> None:
         """Wait until the runtime asks for its first event: init is over."""
-        assert self.peer.asked.wait(timeout), self.log
+        self.peer.wait_for_next(timeout)
 
     @property
     def log(self) -> str:
@@ -291,14 +291,6 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
         for name, source in files.items():
             (folder / name).write_text(textwrap.dedent(source).lstrip())
         peer = start_peer(deadline_ms)  # one per runtime: a killed one's /next must not steal
-        peer.asked = threading.Event()  # type: ignore[attr-defined]
-        take = peer.events.get
-
-        def get(*args: Any, **kwargs: Any) -> Any:
-            peer.asked.set()  # type: ignore[attr-defined]
-            return take(*args, **kwargs)
-
-        peer.events.get = get  # type: ignore[method-assign]
         log = tmp_path / f"runtime-{len(started)}.log"
         environ = clean_environ(
             AWS_LAMBDA_RUNTIME_API=peer.address,
@@ -309,8 +301,11 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
             AWS_LAMBDA_LOG_STREAM_NAME="2026/11/22/[$LATEST]0123456789abcdef",
             AWS_REGION="eu-west-1",
             ORT_MIDDLEWARE_DIR=str(middlewares),
-            OTEL_METRIC_EXPORT_INTERVAL="0",  # metrics with every flush, to assert on them
-            **{"ORT_SIGNATURE": "raw", **env},
+            **{
+                "OTEL_METRIC_EXPORT_INTERVAL": "0",  # metrics with every flush, to assert on
+                "ORT_SIGNATURE": "raw",
+                **env,
+            },
         )
         process = subprocess.Popen(
             [PYTHON, "-m", "ort_core", "bootstrap"],

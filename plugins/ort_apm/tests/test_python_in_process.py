@@ -8,6 +8,7 @@ import time
 
 import pytest
 from apm_traces import (
+    assert_exported_after_the_answer_before_the_next_event,
     assert_invocation_span,
     assert_nested,
     attributes,
@@ -49,7 +50,7 @@ def start_traced(start, receiver, **env):
     )
 
 
-def test_invocation_middleware_handler_and_http_spans_nest_and_arrive_before_the_answer(
+def test_invocation_middleware_handler_and_http_spans_nest_and_arrive_before_the_next_event(
     start, receiver, downstream
 ):
     runtime = start_traced(start, receiver, SLSMIDDLEWARES="pass")
@@ -84,7 +85,13 @@ def test_invocation_middleware_handler_and_http_spans_nest_and_arrive_before_the
     assert client["attributes"]["http.response.status_code"] == 200
     assert downstream.traceparents == [f"00-{trace_id}-{client['span_id']}-01"]
     assert len(spans) == 6
+    assert_exported_after_the_answer_before_the_next_event(spans, runtime.peer, result)
 
+
+def test_flush_before_answer_exports_before_the_answer_is_posted(start, receiver):
+    runtime = start_traced(start, receiver, ORT_APM_FLUSH="before_answer")
+    result = runtime.peer.invoke({})
+    spans = trace(receiver, traceparent_ids(result.json()["traceparent"])[0], count=3)
     assert max(span["received_ms"] for span in spans) <= result.received_ms
 
 
@@ -191,7 +198,7 @@ def test_a_cloudevents_traceparent_extension_is_the_parent(start, receiver):
     assert server["attributes"]["cloudevents.event_id"] == "event-1"
 
 
-def test_a_failing_handler_gives_error_statuses_before_the_error_is_posted(start, receiver):
+def test_a_failing_handler_gives_error_statuses_before_the_next_event(start, receiver):
     runtime = start_traced(start, receiver)
     ok = runtime.peer.invoke({}).json()
     trace(receiver, traceparent_ids(ok["traceparent"])[0])
@@ -204,7 +211,7 @@ def test_a_failing_handler_gives_error_statuses_before_the_error_is_posted(start
     assert server["message"] == "ValueError: boom"
     assert server["attributes"]["error.type"] == "ValueError"
     assert server["events"] == ["exception"]
-    assert server["received_ms"] <= result.received_ms
+    assert_exported_after_the_answer_before_the_next_event([server], runtime.peer, result)
     everything = trace(receiver, server["trace_id"], count=3)
     assert one(everything, name="bridge:python")["status"] == "error"
     assert one(everything, name="app.handler")["status"] == "error"
@@ -242,10 +249,11 @@ def test_a_dead_collector_never_holds_an_invocation_beyond_the_bound(
         ORT_APM_EXPORT_MODE=mode,
     )
     runtime.wait_ready()  # what follows times invocations, not the cold start
-    durations = []
+    durations = []  # each from the event to the runtime asking for the next: the flush too
     for _ in range(5):
         started = time.monotonic()
         assert runtime.peer.invoke({}).kind == "response"
+        runtime.peer.wait_for_next()
         durations.append(time.monotonic() - started)
     assert max(durations) < 0.5, durations  # the export budget is 100 ms
     assert sorted(durations)[-2] < 0.08, durations  # one budget spent, then backing off
@@ -338,3 +346,14 @@ def test_each_record_of_a_batch_gets_its_invocation_span(start, receiver):
     for server in servers:  # each with its own steps
         spans = trace(receiver, server["trace_id"], count=3)
         assert_nested(one(spans, name="bridge:python"), server)
+
+
+def test_the_last_metrics_go_out_when_the_sandbox_shuts_down(start, receiver):
+    runtime = start_traced(start, receiver, OTEL_METRIC_EXPORT_INTERVAL="600000")
+    for _ in range(3):
+        assert runtime.peer.invoke({}).kind == "response"
+    runtime.peer.wait_for_next()
+    assert receiver.metrics()["faas.invoke_duration"][0] == 1  # the first flush's, then none
+    runtime.process.terminate()  # SIGTERM, as Lambda sends at shutdown
+    assert runtime.process.wait(timeout=10) == 0
+    assert receiver.metrics()["faas.invoke_duration"][0] == 3

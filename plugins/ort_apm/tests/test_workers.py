@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from apm_traces import (
+    assert_exported_after_the_answer_before_the_next_event,
     assert_invocation_span,
     assert_nested,
     one,
@@ -155,7 +156,7 @@ def test_worker_handler_and_http_spans_nest_under_the_invocation(case, start, re
         assert client["attributes"]["server.address"] == "127.0.0.1"
         assert client["attributes"]["http.response.status_code"] == 200
         assert downstream.traceparents[index].split("-")[1:3] == [trace_id, client["span_id"]]
-        assert max(span["received_ms"] for span in spans) <= result.received_ms
+        assert_exported_after_the_answer_before_the_next_event(spans, runtime.peer, result)
 
 
 @pytest.mark.parametrize("case", case_params())
@@ -169,7 +170,7 @@ def test_worker_errors_and_timeouts_give_error_statuses_before_the_answer(case, 
     )
     server = one(failed, kind="server")
     assert server["attributes"]["error.type"] == error_type
-    assert server["received_ms"] <= result.received_ms
+    assert_exported_after_the_answer_before_the_next_event([server], runtime.peer, result)
     handler = one(trace(receiver, server["trace_id"], count=3), name=CASES[case][2]["_HANDLER"])
     assert handler["status"] == "error" and "boom" in handler["message"]
 
@@ -185,3 +186,21 @@ def test_worker_errors_and_timeouts_give_error_statuses_before_the_answer(case, 
     assert len(servers) == 1, receiver.spans()
     assert servers[0]["received_ms"] <= result.received_ms
     assert timed_out.peer.invoke({}).kind == "response"  # a fresh worker: the runtime goes on
+
+
+@pytest.mark.parametrize("case", case_params())
+def test_an_unsampled_invocation_passes_its_flags_downstream_and_exports_no_span(
+    case, start, receiver, downstream
+):
+    runtime = start_case(start, receiver, case)
+    unsampled = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0"
+    result = runtime.peer.invoke(
+        {"url": downstream.url}, headers={"Lambda-Runtime-Trace-Id": unsampled}
+    )
+    assert result.kind == "response", (result.body, runtime.log)
+    trace_id, _, flags = traceparent_ids(result.json()["traceparent"])
+    assert flags == "00"
+    assert downstream.traceparents[0].split("-")[1] == trace_id
+    assert downstream.traceparents[0].endswith("-00")  # the downstream service samples alike
+    runtime.peer.wait_for_next()  # the export, had there been one, is done
+    assert receiver.spans() == []

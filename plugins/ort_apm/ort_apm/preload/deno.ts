@@ -25,7 +25,7 @@ const global = globalThis as unknown as {
 
 if (!global.__ortAroundHandler) {
   const spans = (global.__ortSpans ??= []);
-  const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
+  const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
   let name = "handler";
   try {
     name = Deno.env.get("_HANDLER") || name;
@@ -34,6 +34,7 @@ if (!global.__ortAroundHandler) {
   }
   const open = new Set<Span>(); // client spans not ended yet: ended with the handler's span
   let current: Span | null = null; // the handler's span, while it runs
+  let flags = "01"; // the invocation's trace flags (sampled or not), passed on downstream
   // Epoch nanoseconds: the monotonic clock plus an origin, which each reading of Date.now()
   // (milliseconds) bounds within a millisecond. The bounds tighten with every timestamp, and
   // the origin is their middle: a fraction of a millisecond off at first, microseconds soon
@@ -97,6 +98,7 @@ if (!global.__ortAroundHandler) {
     const handler = span(match[1], match[2], null, name); // ORT sets the parent
     handler.attributes["code.function.name"] = name;
     current = handler;
+    flags = match[3];
     try {
       return await call();
     } catch (error) {
@@ -133,7 +135,7 @@ if (!global.__ortAroundHandler) {
       });
       open.add(client);
       if (!headers.has("traceparent")) {
-        headers.set("traceparent", `00-${client.traceId}-${client.spanId}-01`);
+        headers.set("traceparent", `00-${client.traceId}-${client.spanId}-${flags}`);
       }
       options = { ...init, headers };
     } catch {

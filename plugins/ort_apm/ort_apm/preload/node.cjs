@@ -9,11 +9,12 @@
 
 if (!globalThis.__ortAroundHandler) {
   const spans = (globalThis.__ortSpans = globalThis.__ortSpans || []);
-  const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
+  const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
   const NAME = process.env._HANDLER || 'handler';
   const SPAN = Symbol('ort-apm span');
   const open = new Set(); // client spans not ended yet: ended with the handler's span
   let current = null; // the handler's span, while it runs
+  let flags = '01'; // the invocation's trace flags (sampled or not), passed on downstream
   // Epoch nanoseconds: the monotonic clock plus an origin, which each reading of Date.now()
   // (milliseconds) bounds within a millisecond. The bounds tighten with every timestamp and
   // every require() (the handler's loading spreads them over milliseconds), and the origin is
@@ -92,7 +93,7 @@ if (!globalThis.__ortAroundHandler) {
     open.add(span);
     return span;
   };
-  const header = (span) => `00-${span.traceId}-${span.spanId}-01`;
+  const header = (span) => `00-${span.traceId}-${span.spanId}-${flags}`;
 
   // The seam: ORT's worker calls this around the handler (`call` runs it) when it is defined.
   globalThis.__ortAroundHandler = async (context, call) => {
@@ -111,6 +112,7 @@ if (!globalThis.__ortAroundHandler) {
       status: { code: 'unset', message: '' },
     };
     current = span;
+    flags = match[3];
     try {
       return await call();
     } catch (error) {

@@ -24,6 +24,7 @@ _NAME = os.environ.get("_HANDLER") or "handler"
 
 spans: list[dict[str, Any]] = getattr(builtins, "__ort_spans__", None) or []
 _current: dict[str, Any] | None = None  # the handler's span, while it runs
+_flags = "01"  # the invocation's trace flags (sampled or not), passed on downstream
 _open: dict[str, dict[str, Any]] = {}  # client spans not ended yet: ended with the handler's
 
 
@@ -55,7 +56,7 @@ def _span(trace_id: str, span_id: str, parent: str | None, name: str, kind: str)
 
 def around_handler(context: Any, call: Any) -> Any:
     """The seam: ORT's worker calls this around the handler; ``call()`` runs it."""
-    global _current
+    global _current, _flags
     traceparent = getattr(context, "traceparent", None)
     if not (  # 00-<trace id>-<span id>-<flags>, lower-case hex
         isinstance(traceparent, str)
@@ -68,6 +69,7 @@ def around_handler(context: Any, call: Any) -> Any:
     span = _span(traceparent[3:35], traceparent[36:52], None, _NAME, "internal")  # parent: ORT's
     span["attributes"]["code.function.name"] = _NAME
     _current = span
+    _flags = traceparent[53:]
     try:
         return call()
     except BaseException as exc:
@@ -134,7 +136,7 @@ def _patch(module: Any) -> None:
         span = getattr(self, "_ort_span", None)
         if span is not None:
             if not any(line.lower().startswith(b"traceparent:") for line in self._buffer):
-                self.putheader("traceparent", f"00-{span['traceId']}-{span['spanId']}-01")
+                self.putheader("traceparent", f"00-{span['traceId']}-{span['spanId']}-{_flags}")
         try:
             return endheaders(self, *args, **kwargs)
         except BaseException as exc:
