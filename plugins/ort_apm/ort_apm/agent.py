@@ -75,6 +75,33 @@ class _Run:
         self.recorder: Recorder | None = None
 
 
+class _Ended:
+    """A run that has ended, with what its metrics and spans are built from."""
+
+    __slots__ = (
+        "context",
+        "end_ns",
+        "error",
+        "recorded",
+        "run",
+        "steps",
+        "timeout",
+        "worker_spans",
+    )
+
+    def __init__(
+        self, run: _Run, context: Any, end_ns: int, error: Any, timeout: bool, recorded: list
+    ) -> None:
+        self.run = run
+        self.context = context
+        self.end_ns = end_ns
+        self.error = error
+        self.timeout = timeout
+        self.recorded = recorded
+        self.steps = context.steps[run.steps_from :]
+        self.worker_spans = context.worker_spans  # begin() replaces the list, never clears it
+
+
 class Agent:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.settings = Settings(environ)
@@ -93,6 +120,8 @@ class Agent:
         self._coldstart_lock = threading.Lock()
         self._configured = False
         self._constant_attributes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._ended: list[_Ended] = []  # their spans are built after the answer
+        self._ended_lock = threading.Lock()
 
     # -- cold start -----------------------------------------------------------------------------
 
@@ -194,7 +223,9 @@ class Agent:
     def finish(
         self, context: Any, error: Any = None, timeout: bool = False, event: Any = None
     ) -> None:
-        """End the run in flight on ``context``: spans, metrics, then the bounded flush."""
+        """End the run in flight on ``context``. Its metrics and spans are recorded and
+        exported after the answer (``answered``), or now, within a budget, on a timeout or
+        with ``ORT_APM_FLUSH=before_answer``."""
         run: _Run | None = getattr(context, RUN, None)
         if run is None:  # failed before before_event (an event that is not JSON)
             run = self.begin(event, context)
@@ -211,35 +242,53 @@ class Agent:
 
             recorded = inprocess.end(run.recorder)
             os.environ.pop("TRACEPARENT", None)
-        self.metrics.invocation(
-            (end_ns - run.start_ns) / 1e6,
-            run.described.trigger,
-            run.coldstart,
-            error is not None,
-            timeout,
-        )
+        # what the spans need, taken now: a batch's next record adds steps to the context
+        ended = _Ended(run, context, end_ns, error, timeout, recorded)
         exporter = self.exporter
-        if exporter is None:
-            return
-        if run.sampled:
-            try:
-                exporter.add(self._spans(run, context, end_ns, error, timeout, recorded))
-            except Exception:  # a bug here must not fail the invocation
-                log.exception("ort-apm: could not record the invocation's spans")
-        if (timeout or self.settings.flush_before_answer) and not exporter.idle():
-            exporter.flush(self._budget_s(context, timeout))
+        if timeout or self.settings.flush_before_answer or exporter is None:
+            self._record(ended)
+            if exporter is not None and not exporter.idle():
+                exporter.flush(self._budget_s(context, timeout))
+        else:  # recorded and exported after the answer: none of it on the answer's latency
+            with self._ended_lock:
+                self._ended.append(ended)
 
     def answered(self) -> None:
         """After the answer is delivered, before the next event (when Lambda may freeze the
-        sandbox): the flush, off the answer's latency."""
+        sandbox): the spans are built and exported, off the answer's latency."""
         exporter = self.exporter
-        if exporter is not None and not exporter.idle():
-            exporter.flush(self.settings.export_timeout_ms / 1000)
+        if exporter is not None:
+            self._record_ended()
+            if not exporter.idle():
+                exporter.flush(self.settings.export_timeout_ms / 1000)
+
+    def _record_ended(self) -> None:
+        with self._ended_lock:
+            ended, self._ended = self._ended, []
+        for each in ended:
+            self._record(each)
+
+    def _record(self, ended: _Ended) -> None:
+        """The run's metrics and, sampled, its spans."""
+        run = ended.run
+        self.metrics.invocation(
+            (ended.end_ns - run.start_ns) / 1e6,
+            run.described.trigger,
+            run.coldstart,
+            ended.error is not None,
+            ended.timeout,
+        )
+        if run.sampled and self.exporter is not None:
+            try:
+                self.exporter.add(self._spans(ended))
+            except Exception:  # a bug here must not fail the invocation
+                log.exception("ort-apm: could not record the invocation's spans")
 
     def shut_down(self) -> None:
         """The sandbox ends: what is left, the last metrics included, within one budget."""
         exporter = self.exporter
         if exporter is not None:
+            self._record_ended()
             exporter.flush(self.settings.export_timeout_ms / 1000, force_metrics=True)
 
     def _budget_s(self, context: Any, timeout: bool) -> float:
@@ -252,15 +301,14 @@ class Agent:
             budget = min(budget, left / 2 if timeout else left - self.margin_ms - 5)
         return max(0.0, budget) / 1000
 
-    def _spans(
-        self,
-        run: _Run,
-        context: Any,
-        end_ns: int,
-        error: Any,
-        timeout: bool,
-        recorded: list[Span],
-    ) -> list[Span]:
+    def _spans(self, ended: _Ended) -> list[Span]:
+        run, context, end_ns, error, timeout = (
+            ended.run,
+            ended.context,
+            ended.end_ns,
+            ended.error,
+            ended.timeout,
+        )
         trace_id = run.trace_id
         server = Span(
             trace_id,
@@ -274,7 +322,7 @@ class Agent:
         )
         spans = [server]
         bridge: Span | None = None
-        steps = list(context.steps[run.steps_from :])
+        steps = ended.steps
         for step in steps:
             span = Span(
                 trace_id,
@@ -314,7 +362,7 @@ class Agent:
                     bridge = span
                     handler_running = True
         handler_parent = bridge.span_id if bridge is not None else run.server_id
-        worker_spans = context.worker_spans if not timeout else []
+        worker_spans = ended.worker_spans if not timeout else []
         if worker_spans:
             for raw in worker_spans[:MAX_WORKER_SPANS]:
                 span = from_worker(raw, trace_id)
@@ -344,7 +392,7 @@ class Agent:
                 handler.attributes["error.type"] = error.error_type
                 handler.fail(f"{error.error_type}: {error.message}")
             spans.append(handler)
-            spans.extend(recorded)
+            spans.extend(ended.recorded)
         if timeout:
             server.attributes["error.type"] = "Sandbox.Timedout"
             server.fail(f"timed out after {(end_ns - run.start_ns) / 1e9:.2f} seconds")
