@@ -1014,3 +1014,48 @@ def test_concurrent_invocations_log_with_their_own_request_ids(serve):
     for _, _, tag, message in tagged:
         assert message.split()[1] == tag  # the line carries its own invocation's id
     assert {tag for _, _, tag, _ in tagged} == ids
+
+
+ANSWER_HOOKS = """
+import json, os
+from ort_core import hookimpl
+
+@hookimpl
+def after_answer(context):
+    with open(os.environ["HOOK_LOG"], "a") as log:
+        log.write(json.dumps(["after_answer", context.aws_request_id]) + "\\n")
+
+@hookimpl
+def on_shutdown():
+    with open(os.environ["HOOK_LOG"], "a") as log:
+        log.write(json.dumps(["on_shutdown"]) + "\\n")
+"""
+
+
+def test_after_answer_follows_each_request_and_on_shutdown_the_drain(serve, tmp_path):
+    hook_log = tmp_path / "hooks.ndjson"
+    server = serve(
+        {
+            "handler.py": "def handle(event, context):\n    return {'body': 'hi'}\n",
+            "hooks.py": ANSWER_HOOKS,
+        },
+        "handler.handle",
+        env={
+            "SCW_PUBLIC": "true",
+            "ORT_PLUGIN_MODULES": "hooks",
+            "ORT_CONCURRENCY": "1",
+            "HOOK_LOG": str(hook_log),
+        },
+    )
+    for _ in range(2):
+        assert server.get("/").json() == {"body": "hi"}
+    wait_for(
+        lambda: hook_log.exists() and len(hook_log.read_text().splitlines()) == 2,
+        "two after_answer",
+        server,
+    )
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=STOP_LIMIT) == 0, server.diagnostics()
+    entries = [json.loads(line) for line in hook_log.read_text().splitlines()]
+    assert [entry[0] for entry in entries] == ["after_answer", "after_answer", "on_shutdown"]
+    assert len({entry[1] for entry in entries[:2]}) == 2  # one per request, each its own id
