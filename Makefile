@@ -1,12 +1,13 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-# Node and Deno come from PyPI wheels (the plugins' extras); curl (the demo) and php-cli (the
-# PHP example) are Debian's, installed with apt-get when missing.
+# Node and Deno come from PyPI wheels (the plugins' extras); curl (the demo), php-cli (the
+# PHP example) and ruby (examples/ort_ruby, a third-party language plugin) are Debian's,
+# installed with apt-get when missing.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PLUGINS := ./plugins/ort_python ./plugins/ort_node ./plugins/ort_deno ./plugins/ort_apm
 PLUGINS_WITH_EXTRAS := ./plugins/ort_python './plugins/ort_node[node]' './plugins/ort_deno[deno]' \
-	'./plugins/ort_apm[test]'
+	'./plugins/ort_apm[test]' './examples/ort_ruby[test]'
 
 .PHONY: install system-packages demo test lint bench clean
 
@@ -14,7 +15,7 @@ install: system-packages $(VENV)/.installed
 
 system-packages:
 	@missing=""; \
-	for tool in curl:curl php:php-cli openssl:openssl; do \
+	for tool in curl:curl php:php-cli openssl:openssl ruby:ruby; do \
 	  command -v "$${tool%%:*}" >/dev/null || missing="$$missing $${tool#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -22,7 +23,7 @@ system-packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(VENV)/.installed: pyproject.toml plugins/*/pyproject.toml
+$(VENV)/.installed: pyproject.toml plugins/*/pyproject.toml examples/ort_ruby/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[serve,test]' $(addprefix -e ,$(PLUGINS_WITH_EXTRAS))

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import argparse
 
+    from ort_core.plugins import Hooks
+
 
 INSPECT_HELP = (
     "open the Node or Deno worker's inspector on 127.0.0.1:PORT (default 9229) for a "
@@ -113,6 +115,40 @@ def _run_command(args: list[str]) -> int:
         "ORT_PLUGINS, ORT_DISABLE_PLUGINS and ORT_PLUGIN_MODULES applied.",
     )
     plugins.add_argument("--json", action="store_true", help="print JSON")
+    plugins.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also each plugin's import time, and every hook's implementations in call order",
+    )
+
+    new = commands.add_parser(
+        "new",
+        help="start a plugin or a function from a template, with its tests",
+        description="Write a plugin distribution or a function skeleton into a new directory; "
+        "its tests use ORT's testing kit and pass as generated: docs/writing-plugins.md.",
+    )
+    new_commands = new.add_subparsers(dest="new_command", metavar="WHAT", required=True)
+    new_plugin = new_commands.add_parser(
+        "plugin",
+        help="a plugin distribution: pyproject with the `ort` entry point, hooks, tests, README",
+        description="NAME `auth-gate` gives the distribution ort-auth-gate, its module "
+        "ort_auth_gate and the entry point auth_gate.",
+    )
+    new_plugin.add_argument("name", metavar="NAME")
+    new_plugin.add_argument(
+        "-o", "--output", metavar="DIR", help="where to write it (default ./ort-NAME)"
+    )
+    new_function = new_commands.add_parser(
+        "function",
+        help="a function: its handler, a sample event and a test",
+        description="A handler answering a greeting, event.json and tests/ (ORT's testing kit).",
+    )
+    new_function.add_argument("name", metavar="NAME", nargs="?", help="default hello-LANGUAGE")
+    new_function.add_argument("-l", "--language", required=True, help="python, node or deno")
+    new_function.add_argument(
+        "-o", "--output", metavar="DIR", help="where to write it (default ./NAME)"
+    )
 
     layer = commands.add_parser(
         "layer",
@@ -174,6 +210,8 @@ def _run_command(args: list[str]) -> int:
         return _serve(options)
     if options.command == "layer":
         return _layer_build(options)
+    if options.command == "new":
+        return _new(options)
     return _plugins(options)
 
 
@@ -315,18 +353,90 @@ def _plugins(options: argparse.Namespace) -> int:
     from ort_core.plugins import PluginLoadError, load_plugins
 
     try:
-        infos = load_plugins().describe()
+        hooks = load_plugins()
     except PluginLoadError as exc:
         print(f"ort plugins: {exc}", file=sys.stderr)
         return 1
+    infos = hooks.describe()
+    order = _hook_order(hooks) if options.verbose else {}
     if options.json:
-        print(json.dumps([info.__dict__ for info in infos], indent=2))
+        listed = []
+        for info in infos:
+            entry = {key: getattr(info, key) for key in ("name", "distribution", "version")}
+            entry["hooks"] = info.hooks
+            if options.verbose:
+                entry["import_ms"] = _round_ms(info.import_ms)
+                entry["order"] = {
+                    hook: position
+                    for hook, impls in order.items()
+                    for position, (plugin, _) in enumerate(impls, 1)
+                    if plugin == info.name
+                }
+            listed.append(entry)
+        print(json.dumps(listed, indent=2))
         return 0
     if not infos:
         print("no plugins loaded")
     for info in infos:
         where = " ".join(filter(None, (info.distribution, info.version))) or "(module)"
-        print(f"{info.name}  {where}  hooks: {', '.join(info.hooks) or '-'}")
+        imported = f"  import {info.import_ms:.2f} ms" if options.verbose else ""
+        if options.verbose and info.import_ms is None:
+            imported = "  (registered as an object)"
+        print(f"{info.name}  {where}  hooks: {', '.join(info.hooks) or '-'}{imported}")
+    if options.verbose:
+        print("\nhook implementations, in call order:")
+        for hook, impls in order.items():
+            print(f"  {hook}" + ("" if impls else "  -"))
+            for position, (plugin, flags) in enumerate(impls, 1):
+                print(f"    {position}. {plugin}" + (f"  ({', '.join(flags)})" if flags else ""))
+    return 0
+
+
+def _hook_order(hooks: Hooks) -> dict[str, list[tuple[str, list[str]]]]:
+    """Every hook, in the order of the contract, with (plugin, flags) in call order."""
+    from ort_core import hookspecs
+
+    names = [name for name, value in vars(hookspecs).items() if hasattr(value, "ort_spec")]
+    ranked = set(hooks.ranked)
+    order = {}
+    for name in names:
+        impls = []
+        for impl in hooks.call_order(name):
+            flags = [flag for flag in ("tryfirst", "trylast", "wrapper") if getattr(impl, flag)]
+            if impl.hookwrapper:
+                flags.append("hookwrapper")
+            if impl.plugin_name in ranked and name != "launch_language":  # pluggy's order
+                flags.append("ORT_PLUGIN_ORDER")
+            impls.append((impl.plugin_name, flags))
+        order[name] = impls
+    return order
+
+
+def _round_ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _new(options: argparse.Namespace) -> int:
+    from ort_core.new import TemplateError, function_fields, generate, plugin_fields
+
+    try:
+        if options.new_command == "plugin":
+            fields = plugin_fields(options.name)
+            output = options.output or fields["distribution"]
+            files = generate("plugin", output, fields)
+            follow = f"cd {output} && pip install -e '.[test]' && pytest"
+        else:
+            language = options.language.lower()
+            fields = function_fields(options.name or f"hello-{language}", language)
+            output = options.output or fields["name"]
+            files = generate(f"function/{language}", output, fields)
+            follow = f"cd {output} && ort invoke --handler {fields['handler']} --event event.json"
+    except TemplateError as error:
+        print(f"ort new: {error}", file=sys.stderr)
+        return 1
+    for name in files:
+        print(f"  {output}/{name}")
+    print(f"next: {follow}")
     return 0
 
 

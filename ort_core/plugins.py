@@ -5,7 +5,8 @@ only the named distributions (no scan of every installed package); ``ORT_DISABLE
 blocks distributions or entry-point names; ``ORT_PLUGIN_MODULES`` registers importable
 modules that are not packaged, as ``PYTEST_PLUGINS`` does for pytest (the function's task
 root is importable, so a function can bring its own); ``ORT_PLUGIN_ORDER`` puts the plugins
-it names first in every hook, in its order.
+it names first in every hook, in its order. ``ORT_TRACE_HOOKS=1`` logs every hook call with
+its duration (logger ``ort.hooks``); unset, the hooks are called with no wrapper at all.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -59,15 +61,55 @@ class PluginInfo:
         self.distribution = distribution
         self.version = version
         self.hooks: list[str] = []
+        self.import_ms: float | None = None  # what importing it cost, for `ort plugins --verbose`
+
+
+class HookCall:
+    """One call of one hook implementation, as an observer of :class:`Hooks` receives it:
+    ORT_TRACE_HOOKS logs it, the testing kit (``ort_core.testing``) records it."""
+
+    __slots__ = ("arguments", "duration_ns", "error", "hook", "plugin", "result")
+
+    def __init__(
+        self,
+        plugin: str,
+        hook: str,
+        arguments: dict[str, Any],
+        result: Any,
+        error: BaseException | None,
+        duration_ns: int,
+    ) -> None:
+        self.plugin = plugin
+        self.hook = hook
+        self.arguments = arguments
+        self.result = result
+        self.error = error
+        self.duration_ns = duration_ns
+
+    def __repr__(self) -> str:
+        outcome = f"raised {type(self.error).__name__}" if self.error else f"-> {self.result!r}"
+        return f"HookCall({self.plugin}.{self.hook}({', '.join(self.arguments)}) {outcome})"
+
+
+HookObserver = Callable[[HookCall], None]
 
 
 def _names(value: str | None) -> list[str]:
     return [name.strip() for name in (value or "").split(",") if name.strip()]
 
 
-def load_plugins(environ: Mapping[str, str] | None = None, extra: Iterable[object] = ()) -> Hooks:
-    """Load every plugin once; raise PluginLoadError naming the first that fails."""
+def load_plugins(
+    environ: Mapping[str, str] | None = None,
+    extra: Iterable[object] = (),
+    observer: HookObserver | None = None,
+) -> Hooks:
+    """Load every plugin once; raise PluginLoadError naming the first that fails.
+
+    ``observer`` receives every hook call (the testing kit records them this way).
+    """
     env = os.environ if environ is None else environ
+    if env.get("ORT_TRACE_HOOKS", "") not in ("", "0"):
+        observer = _traced(observer)
     manager = pluggy.PluginManager("ort")
     manager.add_hookspecs(hookspecs)
     allowed = _names(env["ORT_PLUGINS"]) if "ORT_PLUGINS" in env else None
@@ -89,6 +131,7 @@ def load_plugins(environ: Mapping[str, str] | None = None, extra: Iterable[objec
     for ep in found:
         if normalise(ep.distribution) in blocked or normalise(ep.name) in blocked:
             continue
+        started = time.perf_counter()
         try:
             plugin = ep.load()
         except Exception as exc:
@@ -96,15 +139,18 @@ def load_plugins(environ: Mapping[str, str] | None = None, extra: Iterable[objec
                 f"plugin {ep.name!r} ({ep.distribution} {ep.version}) failed to import "
                 f"{ep.value!r}: {type(exc).__name__}: {exc}"
             ) from exc
-        infos[_register(manager, plugin, ep.name)] = PluginInfo(
-            ep.name, ep.distribution, ep.version
-        )
+        info = PluginInfo(ep.name, ep.distribution, ep.version)
+        info.import_ms = (time.perf_counter() - started) * 1000
+        infos[_register(manager, plugin, ep.name)] = info
 
     for module_name in BUILTIN_PLUGINS:
         name = module_name.rpartition(".")[2]
         if normalise(name) not in blocked:
+            started = time.perf_counter()
             module = importlib.import_module(module_name)
-            infos[_register(manager, module, name)] = PluginInfo(name, "ort-core (built in)", None)
+            info = PluginInfo(name, "ort-core (built in)", None)
+            info.import_ms = (time.perf_counter() - started) * 1000
+            infos[_register(manager, module, name)] = info
 
     module_names = _names(env.get("ORT_PLUGIN_MODULES"))
     if module_names:
@@ -114,6 +160,7 @@ def load_plugins(environ: Mapping[str, str] | None = None, extra: Iterable[objec
         if task_root not in sys.path:  # the function's own middlewares, next to its code
             sys.path.insert(0, task_root)
     for module_name in module_names:
+        started = time.perf_counter()
         try:
             plugin = importlib.import_module(module_name)
         except Exception as exc:
@@ -121,7 +168,9 @@ def load_plugins(environ: Mapping[str, str] | None = None, extra: Iterable[objec
                 f"plugin module {module_name!r} (ORT_PLUGIN_MODULES) failed to import: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        infos[_register(manager, plugin, module_name)] = PluginInfo(module_name, None, None)
+        info = PluginInfo(module_name, None, None)
+        info.import_ms = (time.perf_counter() - started) * 1000
+        infos[_register(manager, plugin, module_name)] = info
 
     for plugin in extra:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
@@ -134,7 +183,7 @@ def load_plugins(environ: Mapping[str, str] | None = None, extra: Iterable[objec
             f"ORT_PLUGIN_ORDER names {', '.join(map(repr, unknown))}, which is not loaded "
             f"(loaded: {', '.join(infos)})"
         )
-    return Hooks(manager, infos, order)
+    return Hooks(manager, infos, order, observer)
 
 
 def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> str:
@@ -157,10 +206,13 @@ class Hooks:
         manager: pluggy.PluginManager,
         infos: dict[str, PluginInfo],
         order: list[str] | None = None,
+        observer: HookObserver | None = None,
     ) -> None:
         self.manager = manager
         self._infos = infos
         self._rank = {name: rank for rank, name in enumerate(order or [])}
+        self.ranked = list(order or [])  # ORT_PLUGIN_ORDER, for `ort plugins --verbose`
+        self._observer = observer
         self.before_event_chain = self.implementations("before_event")
         self.after_response_chain = self.implementations("after_response")[::-1]
         self.after_answer_chain = self.implementations("after_answer")
@@ -175,13 +227,50 @@ class Hooks:
 
         ORT threads each one's result into the next, which pluggy's own calling does not do.
         """
+        observer = self._observer
+        if observer is not None:
+            return [
+                (impl.plugin_name, _observed_caller(observer, impl, hook_name))
+                for impl in self.ordered(hook_name)
+            ]
+        return [
+            (impl.plugin_name, _keyword_caller(impl.function, impl.argnames))
+            for impl in self.ordered(hook_name)
+        ]
+
+    def ordered(self, hook_name: str) -> list[pluggy.HookImpl]:
+        """The hook's implementations in the order ``implementations`` calls them."""
         impls = list(reversed(getattr(self.manager.hook, hook_name).get_hookimpls()))
         last = len(self._rank)
         impls.sort(key=lambda impl: self._rank.get(impl.plugin_name, last))  # stable
-        return [(impl.plugin_name, _keyword_caller(impl.function, impl.argnames)) for impl in impls]
+        return impls
+
+    def call_order(self, hook_name: str) -> list[pluggy.HookImpl]:
+        """The order in which ORT calls the hook's implementations: ``after_response`` in
+        reverse, ``launch_language`` in pluggy's own order (its first answer wins)."""
+        if hook_name == "launch_language":
+            return list(reversed(self.manager.hook.launch_language.get_hookimpls()))
+        impls = self.ordered(hook_name)
+        return impls[::-1] if hook_name == "after_response" else impls
 
     def launch_language(self, config: FunctionConfig) -> Bridge | None:
-        return self.manager.hook.launch_language(config=config)
+        if self._observer is None:
+            return self.manager.hook.launch_language(config=config)
+        impls = self.call_order("launch_language")
+        if any(impl.hookwrapper or impl.wrapper for impl in impls):  # pluggy must run those
+            started = time.perf_counter_ns()
+            bridge = self.manager.hook.launch_language(config=config)
+            duration = time.perf_counter_ns() - started
+            every = ",".join(impl.plugin_name for impl in impls)
+            self._observer(
+                HookCall(every, "launch_language", {"config": config}, bridge, None, duration)
+            )
+            return bridge
+        for impl in impls:  # what pluggy does, one call at a time
+            bridge = _observed_caller(self._observer, impl, "launch_language")(config=config)
+            if bridge is not None:
+                return bridge
+        return None
 
     def on_init(self, config: FunctionConfig, bridge: Bridge) -> None:
         """Raises PluginError naming the first plugin that fails."""
@@ -236,6 +325,52 @@ def call_plugin(plugin_name: str, hook_name: str, call: Callable[..., Any], **kw
             f"{described.error_type}: {described.message}",
             described.stack_trace,
         ) from None
+
+
+def _observed_caller(
+    observer: HookObserver, impl: pluggy.HookImpl, hook_name: str
+) -> Callable[..., Any]:
+    """A keyword caller that reports each call to ``observer``. It calls the implementation
+    from its own frame, as ``_keyword_caller`` does, so error stacks skip the same frames."""
+    function, argnames, plugin_name = impl.function, impl.argnames, impl.plugin_name
+
+    def call(**kwargs: Any) -> Any:
+        arguments = {name: kwargs[name] for name in argnames}
+        started = time.perf_counter_ns()
+        try:
+            result = function(*arguments.values())
+        except BaseException as exc:
+            duration = time.perf_counter_ns() - started
+            observer(HookCall(plugin_name, hook_name, arguments, None, exc, duration))
+            raise
+        duration = time.perf_counter_ns() - started
+        observer(HookCall(plugin_name, hook_name, arguments, result, None, duration))
+        return result
+
+    return call
+
+
+def _traced(observer: HookObserver | None) -> HookObserver:
+    """ORT_TRACE_HOOKS: log each call on ``ort.hooks``, shown whatever the log level."""
+    trace_log = logging.getLogger("ort.hooks")
+    trace_log.setLevel(logging.DEBUG)
+
+    def trace(call: HookCall) -> None:
+        ms = call.duration_ns / 1e6
+        if call.error is None:
+            trace_log.debug("hook %s: plugin %s took %.3f ms", call.hook, call.plugin, ms)
+        else:
+            trace_log.debug(
+                "hook %s: plugin %s raised %s after %.3f ms",
+                call.hook,
+                call.plugin,
+                type(call.error).__name__,
+                ms,
+            )
+        if observer is not None:
+            observer(call)
+
+    return trace
 
 
 def _keyword_caller(function: Callable[..., Any], argnames: tuple[str, ...]) -> Callable[..., Any]:

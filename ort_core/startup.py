@@ -17,6 +17,7 @@ from ort_core.workers.prelaunch import stop_unadopted
 if TYPE_CHECKING:
     from ort_core.bridge import Bridge
     from ort_core.middleware import Middleware
+    from ort_core.plugins import HookObserver
 
 
 def start_function(
@@ -24,11 +25,13 @@ def start_function(
     environ: Mapping[str, str] | None = None,
     extra_plugins: Iterable[object] = (),
     on_expiry: Callable[[FunctionError, Context], None] | None = None,
+    observer: HookObserver | None = None,
 ) -> Pipeline:
     """Load plugins and start the handler's bridge; any failure is a ``FunctionError``.
 
     The error types are Lambda's init errors (``Runtime.ImportModuleError``,
     ``Runtime.HandlerNotFound``...) or ``Runtime.PluginError`` for a broken plugin.
+    ``observer`` receives every hook call (the testing kit records what plugins saw).
     """
     if config.signature not in SIGNATURES:
         raise FunctionError(
@@ -36,7 +39,7 @@ def start_function(
             f"ORT_SIGNATURE={config.signature!r}: use one of {', '.join(SIGNATURES)}",
         )
     try:
-        hooks = load_plugins(environ, extra_plugins)
+        hooks = load_plugins(environ, extra_plugins, observer)
     except PluginLoadError as exc:
         raise FunctionError("Runtime.PluginError", str(exc)) from None
     bridge = launch_bridge(hooks, config)

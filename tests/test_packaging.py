@@ -67,3 +67,15 @@ def test_core_and_python_plugin_install_and_run_alone(tmp_path):
         text=True,
     )
     assert subpackages.returncode == 0, subpackages.stderr  # every subpackage is in the wheel
+
+    generated = subprocess.run(  # `ort new`'s templates are package data of the wheel
+        [str(venv / "bin" / "ort"), "new", "plugin", "packaged", "-o", str(tmp_path / "new")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert (tmp_path / "new" / "ort_packaged" / "plugin.py").is_file()
+    assert (tmp_path / "new" / "tests" / "test_plugin.py").is_file()

@@ -1,43 +1,37 @@
-"""ort-node: a persistent Node worker loading handlers the way Lambda's Node runtime does."""
+"""ort-node: a persistent Node worker loading handlers the way Lambda's Node runtime does.
+
+The functions run through ORT's whole pipeline with ORT's testing kit (``ort_function``, a
+pytest plugin of ort-core), with ort-node as the only plugin loaded.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import textwrap
-import time
-from pathlib import Path
 
 import pytest
 
-from ort_core import Context, FunctionConfig, FunctionError
-from ort_core.startup import start_function
+from ort_core import FunctionError
+
+PLUGINS = ["ort-node"]
 
 
 @pytest.fixture
-def node_function(tmp_path: Path):
-    """Write files, start the pipeline for a handler, stop every worker at the end."""
-    pipelines = []
+def node_function(ort_function):
+    """Start ``handler`` among ``files`` with ort-node alone; returns the kit's Function."""
 
-    def start(files: dict[str, str], handler: str, language: str | None = "node"):
-        for name, source in files.items():
-            path = tmp_path / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(source))
-        config = FunctionConfig(handler=handler, task_root=str(tmp_path), language=language)
-        pipeline = start_function(config, {"ORT_PLUGINS": "ort-node"})
-        pipelines.append(pipeline)
-        return pipeline
+    def start(files: dict[str, str], handler: str, language: str | None = "node", **options):
+        return ort_function(files, handler=handler, plugins=PLUGINS, language=language, **options)
 
-    yield start
-    for pipeline in pipelines:
-        pipeline.close()
+    return start
 
 
-def invoke(pipeline, event, request_id: str = "req-1") -> bytes:
-    body = event if isinstance(event, bytes) else json.dumps(event).encode()
-    context = Context(request_id, int(time.time() * 1000) + 30_000, pipeline.bridge.config)
-    return pipeline.invoke(body, context)
+def answer(function, event, request_id: str = "req-1") -> bytes:
+    """The answer's bytes; a failed invocation raises its FunctionError."""
+    invocation = function.invoke(event, request_id=request_id)
+    if invocation.error is not None:
+        raise invocation.error
+    return invocation.body
 
 
 def start_error(node_function, files, handler) -> FunctionError:
@@ -77,12 +71,12 @@ ECHO = "exports.handler = async (event, context) => ({event, id: context.awsRequ
     ids=["cjs-js", "cjs", "mjs", "type-module-js", "nested-dir-and-object", "no-extension"],
 )
 def test_handlers_load_as_on_lambda(node_function, files, handler):
-    pipeline = node_function(files, handler)
-    assert json.loads(invoke(pipeline, {"a": 1})) == {"event": {"a": 1}, "id": "req-1"}
+    function = node_function(files, handler)
+    assert json.loads(answer(function, {"a": 1})) == {"event": {"a": 1}, "id": "req-1"}
 
 
 def test_promise_callback_and_sync_handlers(node_function):
-    pipeline = node_function(
+    function = node_function(
         {
             "h.js": """
             exports.promise = () => new Promise((resolve) => setTimeout(() => resolve('p'), 5));
@@ -94,17 +88,17 @@ def test_promise_callback_and_sync_handlers(node_function):
         },
         "h.promise",
     )
-    assert invoke(pipeline, {}) == b'"p"'
+    assert answer(function, {}) == b'"p"'
     for name, expected in [("callback", b'"cb"'), ("sync", b'"sync"'), ("nothing", b"null")]:
-        other = node_function({}, f"h.{name}")
-        assert invoke(other, {}) == expected
+        other = node_function({}, f"h.{name}", task_root=function.task_root)
+        assert answer(other, {}) == expected
     with pytest.raises(FunctionError) as raised:
-        invoke(node_function({}, "h.failing"), {})
+        answer(node_function({}, "h.failing", task_root=function.task_root), {})
     assert (raised.value.error_type, raised.value.message) == ("TypeError", "bad input")
 
 
 def test_the_context_carries_lambdas_fields(node_function):
-    pipeline = node_function(
+    function = node_function(
         {
             "ctx.js": """
             exports.handler = async (event, context) => ({
@@ -117,14 +111,15 @@ def test_the_context_carries_lambdas_fields(node_function):
         },
         "ctx.handler",
     )
-    answer = json.loads(invoke(pipeline, {}, request_id="req-ctx"))
-    assert answer["id"] == "req-ctx"
-    assert 0 < answer["left"] <= 30_000
-    assert answer["waits"] is True
+    fields = json.loads(answer(function, {}, request_id="req-ctx"))
+    assert fields["id"] == "req-ctx"
+    assert 0 < fields["left"] <= 30_000
+    assert fields["arn"] == "arn:aws:lambda:us-east-1:012345678912:function:function"
+    assert fields["waits"] is True
 
 
 def test_a_thrown_error_has_its_type_message_and_stack(node_function):
-    pipeline = node_function(
+    function = node_function(
         {
             "boom.js": """
             class OrderError extends Error {
@@ -135,12 +130,12 @@ def test_a_thrown_error_has_its_type_message_and_stack(node_function):
         },
         "boom.handler",
     )
-    with pytest.raises(FunctionError) as raised:
-        invoke(pipeline, {})
-    error = raised.value
-    assert (error.error_type, error.message) == ("OrderError", "order 7 not found")
-    assert any("boom.js" in line for line in error.stack_trace)
-    assert json.loads(invoke(node_function({"ok.js": ECHO}, "ok.handler"), {})) is not None
+    failed = function.invoke({}, request_id="req-boom")
+    error = failed.error_json  # what Lambda receives
+    assert (error["errorType"], error["errorMessage"]) == ("OrderError", "order 7 not found")
+    assert error["requestId"] == "req-boom"
+    assert any("boom.js" in line for line in error["stackTrace"])
+    assert json.loads(answer(node_function({"ok.js": ECHO}, "ok.handler"), {})) is not None
 
 
 @pytest.mark.parametrize(
@@ -184,7 +179,7 @@ def test_init_errors(node_function, files, handler, error_type, message):
 def test_an_uncaught_exception_fails_the_invocation_and_a_fresh_worker_serves_the_next(
     node_function,
 ):
-    pipeline = node_function(
+    function = node_function(
         {
             "crash.js": """
             exports.handler = async (event) => {
@@ -196,18 +191,18 @@ def test_an_uncaught_exception_fails_the_invocation_and_a_fresh_worker_serves_th
         },
         "crash.handler",
     )
-    first_pid = json.loads(invoke(pipeline, {}))
+    first_pid = json.loads(answer(function, {}))
     with pytest.raises(FunctionError) as raised:
-        invoke(pipeline, {"crash": True})
+        answer(function, {"crash": True})
     assert (raised.value.error_type, raised.value.message) == ("Error", "late failure")
-    second_pid = json.loads(invoke(pipeline, {}))
+    second_pid = json.loads(answer(function, {}))
     assert second_pid != first_pid
     assert not os.path.exists(f"/proc/{first_pid}")
 
 
 @pytest.mark.parametrize(("how", "expected"), [("exit", "exit status 3"), ("kill", "signal: kill")])
 def test_a_worker_that_dies_mid_invocation_is_an_exit_error(node_function, how, expected):
-    pipeline = node_function(
+    function = node_function(
         {
             "die.js": """
             exports.handler = async (event) => {
@@ -220,25 +215,25 @@ def test_a_worker_that_dies_mid_invocation_is_an_exit_error(node_function, how, 
         "die.handler",
     )
     with pytest.raises(FunctionError) as raised:
-        invoke(pipeline, {"how": how})
+        answer(function, {"how": how})
     assert raised.value.error_type == "Runtime.ExitError"
     assert expected in raised.value.message
-    assert invoke(pipeline, {}) == b'"alive"'
+    assert answer(function, {}) == b'"alive"'
 
 
 def test_five_megabytes_each_way_pass_byte_exact(node_function):
-    pipeline = node_function(
+    function = node_function(
         {"echo.js": "exports.handler = async (event) => event;"}, "echo.handler"
     )
     event = {"blob": "é" * 10 + "x" * (5 * 1024 * 1024), "n": [1, 2.5, None, True]}
     body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
-    assert invoke(pipeline, body) == body
+    assert answer(function, body) == body
 
 
 def test_prints_that_look_like_frames_and_a_megabyte_of_output_do_not_touch_the_answer(
     node_function,
 ):
-    pipeline = node_function(
+    function = node_function(
         {
             "noisy.js": """
             exports.handler = async () => {
@@ -253,12 +248,14 @@ def test_prints_that_look_like_frames_and_a_megabyte_of_output_do_not_touch_the_
         },
         "noisy.handler",
     )
-    assert invoke(pipeline, {}) == b'{"exact":"answer"}'
+    assert answer(function, {}) == b'{"exact":"answer"}'
 
 
 def test_without_a_language_a_js_handler_is_claimed_by_node(node_function):
-    pipeline = node_function({"auto.js": ECHO}, "auto.handler", language=None)
-    assert pipeline.bridge.language == "node"
+    function = node_function({"auto.js": ECHO}, "auto.handler", language=None)
+    claimed = [call for call in function.init_calls if call.result is not None]
+    assert [(call.plugin, call.hook) for call in claimed] == [("node", "launch_language")]
+    assert claimed[0].result.language == "node"
 
 
 def test_node_binary_falls_back_to_the_pypi_wheel(monkeypatch, tmp_path):

@@ -1,8 +1,9 @@
 """The ort-python plugin's in-process bridge, driven through ORT's public entry point.
 
-Every test starts a function with ``start_function`` and invokes it through the pipeline,
-so what is asserted is what a function's caller sees: response bytes or Lambda's error.
-In-process imports are cached in ``sys.modules``, so each test uses its own module names.
+Every test starts a function (with ORT's testing kit, ``ort_function``, or
+``start_function``) and invokes it through the pipeline, so what is asserted is what a
+function's caller sees: response bytes or Lambda's error. In-process imports are cached in
+``sys.modules``, so each test uses its own module names.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ort_core.pipeline import Pipeline
 from ort_core.startup import start_function
 
 ENVIRON = {"ORT_PLUGINS": "ort-python"}
+PLUGINS = ["ort-python"]  # for the testing kit: nothing else loads
 
 
 def unique(prefix: str) -> str:
@@ -102,38 +104,37 @@ def assert_only_user_frames(error: FunctionError, user_file: Path) -> None:
 # -- Handlers that answer ------------------------------------------------------------------
 
 
-def test_sync_handler_answer_is_json_bytes(function: Function) -> None:
+def test_sync_handler_answer_is_json_bytes(ort_function) -> None:
     module = unique("sync")
-    function.write(
-        f"{module}.py",
-        """
+    source = """
         def handler(event, context):
             return {"echo": event, "request": context.aws_request_id, "fn": context.function_name}
-        """,
+    """
+    function = ort_function(
+        {f"{module}.py": source},
+        handler=f"{module}.handler",
+        plugins=PLUGINS,
+        env={"AWS_LAMBDA_FUNCTION_NAME": "fn"},
     )
-    pipeline = function.start(f"{module}.handler")
 
-    answer = function.invoke(pipeline, {"a": [1, "two"]}, request_id="req-42")
+    answer = function.invoke({"a": [1, "two"]}, request_id="req-42")
 
-    assert isinstance(answer, bytes)
-    assert json.loads(answer) == {"echo": {"a": [1, "two"]}, "request": "req-42", "fn": "fn"}
+    assert isinstance(answer.body, bytes)
+    assert answer.json() == {"echo": {"a": [1, "two"]}, "request": "req-42", "fn": "fn"}
 
 
-def test_async_handler_is_awaited(function: Function) -> None:
+def test_async_handler_is_awaited(ort_function) -> None:
     module = unique("async")
-    function.write(
-        f"{module}.py",
-        """
+    source = """
         import asyncio
 
         async def handler(event, context):
             await asyncio.sleep(0.01)
             return {"awaited": event["n"] * 2}
-        """,
-    )
-    pipeline = function.start(f"{module}.handler")
+    """
+    function = ort_function({f"{module}.py": source}, handler=f"{module}.handler", plugins=PLUGINS)
 
-    assert json.loads(function.invoke(pipeline, {"n": 21})) == {"awaited": 42}
+    assert function.invoke({"n": 21}).json() == {"awaited": 42}
 
 
 def test_async_handler_keeps_one_event_loop_across_invocations(function: Function) -> None:
@@ -171,18 +172,15 @@ def test_async_handler_keeps_one_event_loop_across_invocations(function: Functio
     }
 
 
-def test_handler_in_a_folder_with_slash_form(function: Function) -> None:
+def test_handler_in_a_folder_with_slash_form(ort_function) -> None:
     folder, module = unique("dir"), unique("mod")
-    function.write(
-        f"{folder}/{module}.py",
-        """
-        def handler(event, context):
-            return {"where": __name__}
-        """,
+    function = ort_function(
+        {f"{folder}/{module}.py": "def handler(event, context):\n    return {'where': __name__}\n"},
+        handler=f"{folder}/{module}.handler",
+        plugins=PLUGINS,
     )
-    pipeline = function.start(f"{folder}/{module}.handler")
 
-    assert json.loads(function.invoke(pipeline, {})) == {"where": f"{folder}.{module}"}
+    assert function.invoke({}).json() == {"where": f"{folder}.{module}"}
 
 
 def test_handler_in_a_package_with_dotted_form(function: Function) -> None:
@@ -259,21 +257,41 @@ def test_async_handler_error_has_only_user_frames(function: Function) -> None:
     assert "in handler" in error.stack_trace[-1]
 
 
-def test_handler_error_then_next_invocation_succeeds(function: Function) -> None:
+def test_handler_error_then_next_invocation_succeeds(ort_function) -> None:
     module = unique("flaky")
-    function.write(
-        f"{module}.py",
-        """
+    source = """
         def handler(event, context):
             if event.get("fail"):
                 raise KeyError("missing")
             return "ok"
-        """,
-    )
-    pipeline = function.start(f"{module}.handler")
+    """
+    function = ort_function({f"{module}.py": source}, handler=f"{module}.handler", plugins=PLUGINS)
 
-    assert function.invoke_error(pipeline, {"fail": True}).error_type == "KeyError"
-    assert function.invoke(pipeline, {}) == b'"ok"'
+    failed = function.invoke({"fail": True}, request_id="req-flaky")
+    assert failed.error_json == {
+        "errorMessage": "'missing'",
+        "errorType": "KeyError",
+        "requestId": "req-flaky",
+        "stackTrace": failed.error.stack_trace,
+    }
+    assert function.invoke({}).body == b'"ok"'
+
+
+def test_a_cloudevent_and_an_http_request_reach_the_handler(ort_function) -> None:
+    module = unique("shapes")
+    source = """
+        def handler(event, context):
+            if hasattr(event, "get_data"):  # the cloudevents SDK's object
+                return {"type": event.get_type(), "data": event.get_data()}
+            return {"statusCode": 201, "body": event["path"] + " " + event["body"]}
+    """
+    function = ort_function({f"{module}.py": source}, handler=f"{module}.handler", plugins=PLUGINS)
+
+    event = function.cloudevent({"order": 7}, type="com.example.order")
+    response = function.http("POST", "/orders", body="seven")
+
+    assert event.json() == {"type": "com.example.order", "data": {"order": 7}}
+    assert (response.status, response.body) == (201, b"/orders seven")
 
 
 # -- Init errors ---------------------------------------------------------------------------
