@@ -9,7 +9,7 @@ PLUGINS := ./plugins/ort_python ./plugins/ort_node ./plugins/ort_deno ./plugins/
 PLUGINS_WITH_EXTRAS := ./plugins/ort_python './plugins/ort_node[node]' './plugins/ort_deno[deno]' \
 	'./plugins/ort_apm[test]' './examples/ort_ruby[test]'
 
-.PHONY: install system-packages demo test lint bench clean
+.PHONY: install system-packages demo test lint bench clean soak
 
 install: system-packages $(VENV)/.installed
 
@@ -39,28 +39,41 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+# About 10,000 invocations with 1% injected faults through `ort emulate` and `ort serve`, every
+# bridge at once; prints sent/answered/lost and each server's processes, descriptors and RSS.
+soak: install
+	$(BIN)/python tests/soak.py
+
 clean:
 	rm -rf $(VENV)
 
 # Benchmarks run on regular (not editable) installs, as users and layers have them.
+# `make bench` is bench/all.py: every runtime against awslambdaric and bare Runtime API loops,
+# writing bench/results.md and its plots (matplotlib). `make bench-more` runs the others:
 # gateway.py compares `ort serve` with Google's functions-framework, which gets a virtualenv of
-# its own: it pins cloudevents < 2 and ORT needs 2. wrk (the load generator) is Debian's.
+# its own (it pins cloudevents < 2 and ORT needs 2); wrk (the load generator) is Debian's.
 BENCH_VENV ?= .venv-bench
 BENCH_FF_VENV ?= $(BENCH_VENV)/ff
-bench:
-	@command -v wrk >/dev/null || { \
-	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); echo "apt-get install wrk"; \
-	  $$sudo apt-get update -qq && \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+.PHONY: bench-venv bench-more
+bench-venv:
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps . $(PLUGINS)
 	$(BENCH_VENV)/bin/python -m pip install --quiet '.[serve]' $(PLUGINS_WITH_EXTRAS) awslambdaric \
-	  opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
+	  matplotlib
+
+bench: bench-venv
+	cd bench && ../$(BENCH_VENV)/bin/python all.py
+
+bench-more: bench-venv
+	@command -v wrk >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); echo "apt-get install wrk"; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(BENCH_VENV)/bin/python -m pip install --quiet opentelemetry-sdk \
+	  opentelemetry-exporter-otlp-proto-http
 	$(PYTHON) -m venv $(BENCH_FF_VENV)
 	$(BENCH_FF_VENV)/bin/python -m pip install --quiet functions-framework
-	cd bench && ../$(BENCH_VENV)/bin/python cold_start.py
-	cd bench && ../$(BENCH_VENV)/bin/python bridges.py
 	cd bench && ../$(BENCH_VENV)/bin/python middlewares.py
 	cd bench && ../$(BENCH_VENV)/bin/python timeout_margin.py
 	cd bench && ../$(BENCH_VENV)/bin/python apm.py

@@ -81,6 +81,10 @@ class Context:
         self.worker_spans: list[dict[str, Any]] = []
         # The event's ``_debugProxy`` (host:port), when ORT_ALLOW_DEBUG=1 lets it through.
         self.debug_proxy: str | None = None
+        # The event as the front end received it: (its decoded value, its JSON bytes). A
+        # worker bridge handed that very value sends these bytes instead of encoding it again
+        # (6 ms for 1 MB); front ends set it only when nothing runs before the bridge.
+        self.event_body: tuple[Any, bytes] | None = None
 
     @classmethod
     def from_runtime_headers(cls, headers: Mapping[str, str], config: FunctionConfig) -> Context:

@@ -15,17 +15,26 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections import namedtuple
+
+TYPE_CHECKING = False  # the worker starts after this module: no typing, no re before it
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import NamedTuple
+
+    class _Fields(NamedTuple):
+        name: str
+        value: str  # "module" or "module:attribute.path"
+        distribution: str
+        version: str
+
+else:
+    _Fields = namedtuple("EntryPoint", "name value distribution version")
 
 
-class EntryPoint(NamedTuple):
-    name: str
-    value: str  # "module" or "module:attribute.path"
-    distribution: str
-    version: str
+class EntryPoint(_Fields):
+    __slots__ = ()
 
     def load(self) -> object:
         module_name, _, attribute = self.value.partition(":")
@@ -36,8 +45,12 @@ class EntryPoint(NamedTuple):
 
 
 def normalise(name: str) -> str:
-    """PEP 503's normal form, so ``ort_python``, ``ORT.Python`` and ``ort-python`` match."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    """PEP 503's normal form, so ``ort_python``, ``ORT.Python`` and ``ort-python`` match:
+    each run of ``-``, ``_`` and ``.`` becomes one ``-`` (without ``re``: 5 ms to import)."""
+    name = name.replace("_", "-").replace(".", "-")
+    while "--" in name:
+        name = name.replace("--", "-")
+    return name.lower()
 
 
 def entry_points(group: str, distributions: list[str] | None = None) -> list[EntryPoint]:

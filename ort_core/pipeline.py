@@ -58,10 +58,11 @@ class JSONBytes(bytes):
 
 
 def decode_event(body: bytes) -> Any:
-    """The event as Python values; a body that is not JSON is ``Runtime.UnmarshalError``."""
+    """The event as Python values; a body that is not JSON is ``Runtime.UnmarshalError``,
+    and so is one nested deeper than Python's parser goes (a RecursionError otherwise)."""
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise FunctionError("Runtime.UnmarshalError", f"Unable to unmarshal input: {exc}") from None
 
 

@@ -7,7 +7,6 @@ invocation starts a fresh one.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from ort_core.errors import FunctionError
 from ort_core.pipeline import JSONBytes
 from ort_core.workers.prelaunch import WorkerSpec, adopt, worker_environment
 from ort_core.workers.process import Command, Worker, WorkerExited, error_from_body
+from ort_core.workers.protocol import event_bytes
 
 
 def context_header(context: Context) -> dict[str, Any]:
@@ -72,12 +72,16 @@ class WorkerBridge:
         self._relay: Any = None  # debug.DebugRelay, for the worker it was opened for
         self._relay_worker: Worker | None = None
 
+    # Front ends may hand the event's bytes along (``Context.event_body``): this bridge sends
+    # them to the worker as they are.
+    sends_event_bytes = True
+
     @classmethod
     def from_spec(cls, spec: WorkerSpec, config: FunctionConfig) -> WorkerBridge:
         return cls(spec.language, spec.command, config, dict(spec.env))
 
     def start(self) -> None:
-        early = adopt(self.spec, self.config)
+        early = adopt(self.spec, self.config, self.language)
         self.worker = self._start_worker(early if isinstance(early, Worker) else None)
 
     def _start_worker(self, worker: Worker | None = None) -> Worker:
@@ -101,7 +105,7 @@ class WorkerBridge:
             "signature": context.signature,
             "context": context_header(context),
         }
-        body = event if isinstance(event, JSONBytes) else json.dumps(event).encode()
+        body = event_bytes(event, context)
         answered = self._debug(header, context) if context.debug_proxy else None
         try:
             answer, payload = self.worker.invoke(header, body)

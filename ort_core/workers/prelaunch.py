@@ -10,11 +10,15 @@ spawning one. Anything not adopted is stopped. Import nothing heavy here.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from collections import namedtuple
 
 from ort_core.config import FunctionConfig
 from ort_core.entry_points import entry_points, normalise
+
+TYPE_CHECKING = False  # no typing (nor subprocess, socket, logging) before the worker starts
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import NamedTuple
 
 LAUNCHERS_GROUP = "ort.workers"
 # Functions ``(language, config, env) -> dict`` that add to a worker's environment when it is
@@ -23,16 +27,145 @@ LAUNCHERS_GROUP = "ort.workers"
 ENVIRONMENT_GROUP = "ort.worker_env"
 
 
-class WorkerSpec(NamedTuple):
+if TYPE_CHECKING:
+
+    class _Fields(NamedTuple):
+        language: str
+        command: tuple[str, ...] | Callable[[str], Sequence[str]]
+        env: tuple[tuple[str, str], ...] = ()
+
+else:
+    _Fields = namedtuple("WorkerSpec", "language command env", defaults=((),))
+
+
+class WorkerSpec(_Fields):
     """How a worker starts: its language, its command (arguments, or a function of the socket
     path that returns them), and the environment it adds. Equal specs start equal workers."""
 
-    language: str
-    command: tuple[str, ...] | Callable[[str], Sequence[str]]
-    env: tuple[tuple[str, str], ...] = ()
+    __slots__ = ()
 
 
 _started: dict[tuple[WorkerSpec, FunctionConfig], object] = {}
+
+
+class EarlyProcess:
+    """A worker spawned first thing, before ORT imports subprocess, socket or logging (about
+    15 ms of imports, which the worker's own start-up then overlaps): ``os.posix_spawn``, its
+    output on pipes, ORT's end of the channel a bare listening socket. ``Worker`` adopts it,
+    and uses it as a ``subprocess.Popen``: ``pid``, ``args``, ``returncode``, ``poll``,
+    ``wait``, ``terminate``, ``kill``, ``send_signal``, ``stdout`` and ``stderr``."""
+
+    def __init__(self, command: Sequence[str], env: Mapping[str, str], cwd: str | None) -> None:
+        import _signal
+        import _socket
+        import _thread
+
+        self.socket_path = _early_socket_path()
+        self.args = list(command)
+        self.listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            self.listener.bind(self.socket_path)
+            os.chmod(self.socket_path, 0o600)
+            self.listener.listen(1)
+            stdout, stdout_child = os.pipe()
+            stderr, stderr_child = os.pipe()
+        except OSError:
+            self.listener.close()
+            raise
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, stdout_child, 1),
+            (os.POSIX_SPAWN_DUP2, stderr_child, 2),
+            *_inherited_descriptors(),  # closed, as Popen's close_fds does
+        ]
+        here = os.getcwd() if cwd is not None else None
+        try:
+            if cwd is not None:  # posix_spawn has no cwd: single-threaded yet, so chdir around it
+                os.chdir(cwd)
+            self.pid = os.posix_spawnp(
+                self.args[0],
+                self.args,
+                {**env, "ORT_WORKER_SOCKET": self.socket_path},
+                file_actions=actions,
+                setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ),  # as Popen's restore_signals
+            )
+        except OSError:
+            for fd in (stdout, stderr):
+                os.close(fd)
+            self._close_listener()
+            raise
+        finally:
+            if here is not None:
+                os.chdir(here)
+            os.close(stdout_child)
+            os.close(stderr_child)
+        self.stdout_fd, self.stderr_fd = stdout, stderr
+        self.stdin = None
+        self.stdout = self.stderr = None  # file objects, made when adopted
+        self.returncode: int | None = None
+        self._lock = _thread.allocate_lock()
+
+    def poll(self) -> int | None:
+        with self._lock:
+            if self.returncode is None:
+                try:
+                    pid, status = os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:
+                    pid, status = self.pid, 0
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.0005
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                import subprocess
+
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        import _signal
+
+        self.send_signal(_signal.SIGTERM)
+
+    def kill(self) -> None:
+        import _signal
+
+        self.send_signal(_signal.SIGKILL)
+
+    def _close_listener(self) -> None:
+        self.listener.close()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+
+
+def _inherited_descriptors() -> list[tuple[int, int]]:
+    """Close actions for the descriptors above 2 a child would inherit."""
+    actions = []
+    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                actions.append((os.POSIX_SPAWN_CLOSE, fd))
+        except OSError:  # the listing's own descriptor, closed since
+            continue
+    return actions
 
 
 def start_early(environ: Mapping[str, str]) -> None:
@@ -57,25 +190,39 @@ def start_early(environ: Mapping[str, str]) -> None:
                 continue
             spec = launcher.load()(config)  # type: ignore[operator]
             if spec is not None:
-                from ort_core.workers.process import Worker
-
-                _started[spec, config] = Worker(
-                    spec.command, worker_environment(spec, config), config.task_root, spec.language
+                command = spec.command
+                if callable(command):
+                    command = command(_early_socket_path())
+                _started[spec, config] = EarlyProcess(
+                    command, worker_environment(spec, config), config.task_root
                 )
                 return
     except Exception:
         return
 
 
-def adopt(spec: WorkerSpec, config: FunctionConfig) -> object | None:
-    """The worker started early for exactly this spec and configuration, if any."""
-    return _started.pop((spec, config), None)
+def _early_socket_path() -> str:
+    from ort_core.workers.private import private_directory
+
+    return os.path.join(private_directory(), "early.sock")
+
+
+def adopt(spec: WorkerSpec, config: FunctionConfig, log_name: str | None = None) -> object | None:
+    """The worker started early for exactly this spec and configuration, if any, as a
+    ``Worker``."""
+    early = _started.pop((spec, config), None)
+    if early is None:
+        return None
+    from ort_core.workers.process import Worker
+
+    return Worker.adopt(early, log_name or spec.language)  # type: ignore[arg-type]
 
 
 def stop_unadopted() -> None:
     """Stop what was started early for a bridge that did not come (another plugin won)."""
     while _started:
-        _, worker = _started.popitem()
+        (spec, config), _ = next(iter(_started.items()))
+        worker = adopt(spec, config)
         worker.stop()  # type: ignore[attr-defined]
 
 

@@ -17,11 +17,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ort_core.errors import FunctionError
 from ort_core.workers.output import StreamLog
 from ort_core.workers.protocol import ProtocolError, read_message, write_message
+
+if TYPE_CHECKING:
+    from ort_core.workers.prelaunch import EarlyProcess
 
 _sockets = itertools.count()
 
@@ -46,19 +49,30 @@ class Worker:
         env: Mapping[str, str],
         cwd: str | None = None,
         log_name: str = "worker",
+        early: EarlyProcess | None = None,
     ) -> None:
         self.log = logging.getLogger(log_name)
-        self.socket_path = os.path.join(
-            os.environ.get("TMPDIR", "/tmp"), f"ort-{os.getpid()}-{next(_sockets)}.sock"
-        )
+        self.channel: socket.socket | None = None
+        self._killed = False
+        self._reader: IO[bytes] | None = None
+        if early is not None:  # spawned first thing by ort bootstrap: see adopt()
+            self.socket_path = early.socket_path
+            self.command = list(early.args)
+            self._listener = socket.socket(fileno=early.listener.detach())
+            early.stdout = open(early.stdout_fd, "rb")
+            early.stderr = open(early.stderr_fd, "rb")
+            self.process: subprocess.Popen[bytes] | EarlyProcess = early
+            self._stdout_log = StreamLog(early.stdout, self.log, logging.INFO)
+            self._stderr_log = StreamLog(early.stderr, self.log, logging.ERROR, keep=20)
+            return
+        from ort_core.workers.private import private_directory
+
+        self.socket_path = os.path.join(private_directory(), f"worker-{next(_sockets)}.sock")
         self.command = list(command(self.socket_path) if callable(command) else command)
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.socket_path)
         os.chmod(self.socket_path, 0o600)
         self._listener.listen(1)
-        self.channel: socket.socket | None = None
-        self._killed = False
-        self._reader: IO[bytes] | None = None
         try:
             self.process = subprocess.Popen(
                 self.command,
@@ -76,6 +90,11 @@ class Worker:
         assert self.process.stdout is not None and self.process.stderr is not None
         self._stdout_log = StreamLog(self.process.stdout, self.log, logging.INFO)
         self._stderr_log = StreamLog(self.process.stderr, self.log, logging.ERROR, keep=20)
+
+    @classmethod
+    def adopt(cls, early: EarlyProcess, log_name: str = "worker") -> Worker:
+        """The worker ``ort bootstrap`` spawned before ORT's imports, as a Worker."""
+        return cls((), {}, log_name=log_name, early=early)
 
     # -- lifecycle -----------------------------------------------------------------------
 

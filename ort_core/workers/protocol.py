@@ -17,6 +17,18 @@ class ProtocolError(Exception):
     """The peer closed the channel or sent something that is not a message."""
 
 
+def event_bytes(event: Any, context: Any) -> bytes:
+    """The event as JSON for a worker: a worker's answer (bytes) as it is, the bytes the front
+    end received when this is their value untouched (``Context.event_body``: no encoding
+    again, 6 ms for 1 MB), else encoded."""
+    if isinstance(event, bytes):  # pipeline.JSONBytes
+        return event
+    received = getattr(context, "event_body", None)
+    if received is not None and received[0] is event:
+        return received[1]
+    return json.dumps(event).encode()
+
+
 def write_message(channel: socket.socket, header: dict[str, Any], body: bytes = b"") -> None:
     head = json.dumps(header).encode()
     channel.sendall(len(head).to_bytes(4, "big") + head + len(body).to_bytes(4, "big"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 
 from ort_core.config import FunctionConfig
-from ort_core.errors import FunctionError
 from ort_core.workers.prelaunch import WorkerSpec
 
 MODES = ("persistent", "per-invocation")
@@ -33,6 +32,8 @@ def deno_mode() -> str:
     """``ORT_DENO_MODE``: ``persistent`` (the default) or ``per-invocation``."""
     mode = os.environ.get("ORT_DENO_MODE") or MODES[0]
     if mode not in MODES:
+        from ort_core.errors import FunctionError  # traceback, typing: not before the worker
+
         raise FunctionError(
             "Runtime.InvalidEntrypoint",
             f"ORT_DENO_MODE={mode!r} is not a mode of ort-deno: "

@@ -30,6 +30,7 @@ from ort_core.logs import log_line
 from ort_core.pipeline import JSONBytes
 from ort_core.workers.bridge import context_header
 from ort_core.workers.process import error_from_body
+from ort_core.workers.protocol import event_bytes
 
 
 class Run:
@@ -55,6 +56,7 @@ class PerInvocationBridge:
     """Runs ``command`` (``deno run ... runner.ts``) once per event."""
 
     language = "deno"
+    sends_event_bytes = True  # Context.event_body, when the front end hands it along
 
     def __init__(
         self,
@@ -94,7 +96,7 @@ class PerInvocationBridge:
             raise error_from_body(body, "Runtime.InitError")
 
     def invoke(self, event: Any, context: Context) -> Any:
-        body = event if isinstance(event, JSONBytes) else json.dumps(event).encode()
+        body = event_bytes(event, context)
         timeout = None
         if context.deadline_ms:
             timeout = max(0.0, context.deadline_ms / 1000 - time.time())

@@ -8,11 +8,13 @@ one Unix socket; nothing else unless ``ORT_DENO_PERMISSIONS`` says so.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
 
 from ort_core.config import FunctionConfig
-from ort_core.errors import FunctionError
 from ort_core.workers.prelaunch import WorkerSpec, configured_or_on_path, worker_environment
+
+TYPE_CHECKING = False  # typing and collections.abc: not before the worker starts
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.ts")
@@ -97,6 +99,8 @@ def deno_binary() -> str:
             return deno.find_deno_bin()
         except FileNotFoundError:
             pass
+    from ort_core.errors import FunctionError  # not before the worker starts
+
     raise FunctionError(
         "Runtime.InvalidEntrypoint",
         "no Deno binary: set ORT_DENO_BINARY, put deno on PATH, or `pip install ort-deno[deno]`",
@@ -112,6 +116,8 @@ def deno_dir() -> str:
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError as exc:
+        from ort_core.errors import FunctionError  # not before the worker starts
+
         raise FunctionError(
             "Runtime.InvalidEntrypoint", f"no DENO_DIR: cannot create {path!r}: {exc}"
         ) from None
@@ -228,6 +234,8 @@ def permission_flags(
     """
     for path in (config.task_root, HERE, socket_path or "", *preloads):
         if "," in path:
+            from ort_core.errors import FunctionError  # not before the worker starts
+
             raise FunctionError(
                 "Runtime.InvalidEntrypoint",
                 f"Deno's permission flags cannot name a path with a comma: {path!r}",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 from ort_core.config import FunctionConfig
-from ort_core.errors import FunctionError
 from ort_core.workers.prelaunch import WorkerSpec, configured_or_on_path
 
 WORKER = os.path.join(os.path.dirname(__file__), "worker.cjs")
@@ -53,6 +52,8 @@ def node_binary() -> str:
         wheel_node = os.path.join(spec.submodule_search_locations[0], "bin", "node")
         if os.path.isfile(wheel_node):
             return wheel_node
+    from ort_core.errors import FunctionError  # imports traceback and typing: not before
+
     raise FunctionError(
         "Runtime.InvalidEntrypoint",
         "no Node.js binary: set ORT_NODE_BINARY, put node on PATH, or `pip install ort-node[node]`",

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
@@ -48,4 +47,6 @@ def has_python_module(config: FunctionConfig) -> bool:
     top_level = module_path.split("/")[0]
     if top_level in sys.stdlib_module_names:
         return False
+    import importlib.util  # seldom: only for a handler that is no file under the task root
+
     return importlib.util.find_spec(top_level) is not None
