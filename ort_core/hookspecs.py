@@ -7,18 +7,16 @@ one fires; tests/test_hook_contract.py fails when a hook lacks documentation or 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from ort_core.markers import hookspec
 
-import pluggy
-
+TYPE_CHECKING = False  # typing's own constant would import typing (3-7 ms)
 if TYPE_CHECKING:
+    from typing import Any
+
     from ort_core.bridge import Bridge
     from ort_core.config import FunctionConfig
     from ort_core.context import Context
     from ort_core.errors import FunctionError
-
-hookspec = pluggy.HookspecMarker("ort")
-
 
 # -- Init: once per sandbox --------------------------------------------------------------
 

@@ -15,16 +15,19 @@ import importlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
 
-import pluggy
-
-from ort_core import hookspecs
 from ort_core.entry_points import entry_points, normalise
 from ort_core.errors import FunctionError
+from ort_core.markers import hookimpl as hookimpl
+from ort_core.registry import Implementation, Registry
 
+TYPE_CHECKING = False  # typing's own constant would import typing (3-7 ms)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any
+
+    import pluggy
+
     from ort_core.bridge import Bridge
     from ort_core.config import FunctionConfig
     from ort_core.context import Context
@@ -45,7 +48,6 @@ PLAIN_HOOKS = (
     "after_answer",
     "on_shutdown",
 )
-hookimpl = pluggy.HookimplMarker("ort")
 log = logging.getLogger("ort")
 
 
@@ -91,7 +93,8 @@ class HookCall:
         return f"HookCall({self.plugin}.{self.hook}({', '.join(self.arguments)}) {outcome})"
 
 
-HookObserver = Callable[[HookCall], None]
+if TYPE_CHECKING:
+    HookObserver = Callable[[HookCall], None]
 
 
 def _names(value: str | None) -> list[str]:
@@ -110,8 +113,7 @@ def load_plugins(
     env = os.environ if environ is None else environ
     if env.get("ORT_TRACE_HOOKS", "") not in ("", "0"):
         observer = _traced(observer)
-    manager = pluggy.PluginManager("ort")
-    manager.add_hookspecs(hookspecs)
+    registry = Registry()
     allowed = _names(env["ORT_PLUGINS"]) if "ORT_PLUGINS" in env else None
     blocked = {normalise(name) for name in _names(env.get("ORT_DISABLE_PLUGINS"))}
     infos: dict[str, PluginInfo] = {}
@@ -141,7 +143,7 @@ def load_plugins(
             ) from exc
         info = PluginInfo(ep.name, ep.distribution, ep.version)
         info.import_ms = (time.perf_counter() - started) * 1000
-        infos[_register(manager, plugin, ep.name)] = info
+        infos[_register(registry, plugin, ep.name)] = info
 
     for module_name in BUILTIN_PLUGINS:
         name = module_name.rpartition(".")[2]
@@ -150,7 +152,7 @@ def load_plugins(
             module = importlib.import_module(module_name)
             info = PluginInfo(name, "ort-core (built in)", None)
             info.import_ms = (time.perf_counter() - started) * 1000
-            infos[_register(manager, module, name)] = info
+            infos[_register(registry, module, name)] = info
 
     module_names = _names(env.get("ORT_PLUGIN_MODULES"))
     if module_names:
@@ -170,11 +172,11 @@ def load_plugins(
             ) from exc
         info = PluginInfo(module_name, None, None)
         info.import_ms = (time.perf_counter() - started) * 1000
-        infos[_register(manager, plugin, module_name)] = info
+        infos[_register(registry, plugin, module_name)] = info
 
     for plugin in extra:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
-        infos[_register(manager, plugin, name)] = PluginInfo(name, None, None)
+        infos[_register(registry, plugin, name)] = PluginInfo(name, None, None)
 
     order = _names(env.get("ORT_PLUGIN_ORDER"))
     unknown = [name for name in order if name not in infos]
@@ -183,16 +185,16 @@ def load_plugins(
             f"ORT_PLUGIN_ORDER names {', '.join(map(repr, unknown))}, which is not loaded "
             f"(loaded: {', '.join(infos)})"
         )
-    return Hooks(manager, infos, order, observer)
+    return Hooks(registry, infos, order, observer)
 
 
-def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> str:
+def _register(registry: Registry, plugin: object, name: str) -> str:
     try:
-        manager.register(plugin, name=name)
-    except (ValueError, pluggy.PluginValidationError) as exc:
+        registry.register(plugin, name)
+    except Exception as exc:  # ValueError or pluggy.PluginValidationError
         raise PluginLoadError(f"plugin {name!r} is invalid: {exc}") from exc
     for hook_name in PLAIN_HOOKS:
-        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+        for impl in registry.implementations(hook_name):
             if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
                 raise PluginLoadError(f"plugin {name!r}: {hook_name} cannot be a wrapper")
     return name
@@ -203,12 +205,12 @@ class Hooks:
 
     def __init__(
         self,
-        manager: pluggy.PluginManager,
+        registry: Registry,
         infos: dict[str, PluginInfo],
         order: list[str] | None = None,
         observer: HookObserver | None = None,
     ) -> None:
-        self.manager = manager
+        self.registry = registry
         self._infos = infos
         self._rank = {name: rank for rank, name in enumerate(order or [])}
         self.ranked = list(order or [])  # ORT_PLUGIN_ORDER, for `ort plugins --verbose`
@@ -218,7 +220,7 @@ class Hooks:
         self.after_answer_chain = self.implementations("after_answer")
         # A worker's JSON answer is decoded for the chain only if some implementation reads it.
         self.after_response_reads_response = any(
-            "response" in impl.argnames for impl in self.manager.hook.after_response.get_hookimpls()
+            "response" in impl.argnames for impl in registry.implementations("after_response")
         )
 
     def implementations(self, hook_name: str) -> list[tuple[str, Callable[..., Any]]]:
@@ -227,47 +229,49 @@ class Hooks:
 
         ORT threads each one's result into the next, which pluggy's own calling does not do.
         """
-        observer = self._observer
-        if observer is not None:
-            return [
-                (impl.plugin_name, _observed_caller(observer, impl, hook_name))
-                for impl in self.ordered(hook_name)
-            ]
         return [
-            (impl.plugin_name, _keyword_caller(impl.function, impl.argnames))
-            for impl in self.ordered(hook_name)
+            (impl.plugin_name, self._caller(impl, hook_name)) for impl in self.ordered(hook_name)
         ]
 
-    def ordered(self, hook_name: str) -> list[pluggy.HookImpl]:
+    def _caller(self, impl: Implementation | pluggy.HookImpl, hook_name: str) -> Callable[..., Any]:
+        if self._observer is not None:
+            return _observed_caller(self._observer, impl, hook_name)
+        return _keyword_caller(impl.function, impl.argnames)
+
+    @property
+    def manager(self) -> pluggy.PluginManager:
+        """pluggy's manager of the same plugins, made on first use (not at cold start)."""
+        return self.registry.manager
+
+    def ordered(self, hook_name: str) -> list[Implementation | pluggy.HookImpl]:
         """The hook's implementations in the order ``implementations`` calls them."""
-        impls = list(reversed(getattr(self.manager.hook, hook_name).get_hookimpls()))
+        impls = list(reversed(self.registry.implementations(hook_name)))
         last = len(self._rank)
         impls.sort(key=lambda impl: self._rank.get(impl.plugin_name, last))  # stable
         return impls
 
-    def call_order(self, hook_name: str) -> list[pluggy.HookImpl]:
+    def call_order(self, hook_name: str) -> list[Implementation | pluggy.HookImpl]:
         """The order in which ORT calls the hook's implementations: ``after_response`` in
         reverse, ``launch_language`` in pluggy's own order (its first answer wins)."""
         if hook_name == "launch_language":
-            return list(reversed(self.manager.hook.launch_language.get_hookimpls()))
+            return list(reversed(self.registry.implementations("launch_language")))
         impls = self.ordered(hook_name)
         return impls[::-1] if hook_name == "after_response" else impls
 
     def launch_language(self, config: FunctionConfig) -> Bridge | None:
-        if self._observer is None:
-            return self.manager.hook.launch_language(config=config)
         impls = self.call_order("launch_language")
         if any(impl.hookwrapper or impl.wrapper for impl in impls):  # pluggy must run those
             started = time.perf_counter_ns()
             bridge = self.manager.hook.launch_language(config=config)
-            duration = time.perf_counter_ns() - started
-            every = ",".join(impl.plugin_name for impl in impls)
-            self._observer(
-                HookCall(every, "launch_language", {"config": config}, bridge, None, duration)
-            )
+            if self._observer is not None:
+                duration = time.perf_counter_ns() - started
+                every = ",".join(impl.plugin_name for impl in impls)
+                self._observer(
+                    HookCall(every, "launch_language", {"config": config}, bridge, None, duration)
+                )
             return bridge
-        for impl in impls:  # what pluggy does, one call at a time
-            bridge = _observed_caller(self._observer, impl, "launch_language")(config=config)
+        for impl in impls:  # what pluggy's firstresult does, one call at a time
+            bridge = self._caller(impl, "launch_language")(config=config)
             if bridge is not None:
                 return bridge
         return None
@@ -328,7 +332,7 @@ def call_plugin(plugin_name: str, hook_name: str, call: Callable[..., Any], **kw
 
 
 def _observed_caller(
-    observer: HookObserver, impl: pluggy.HookImpl, hook_name: str
+    observer: HookObserver, impl: Implementation | pluggy.HookImpl, hook_name: str
 ) -> Callable[..., Any]:
     """A keyword caller that reports each call to ``observer``. It calls the implementation
     from its own frame, as ``_keyword_caller`` does, so error stacks skip the same frames."""
