@@ -25,6 +25,8 @@ NEVER_ON_THE_COLD_PATH = {
     "http.server",
     "socketserver",
     "asyncio",  # only for async handlers
+    "pluggy",  # ort_core/registry.py registers the usual plugins without it
+    "inspect",  # pluggy's, and ort-python's awaitable check before it used collections.abc
     "unittest",
 }
 NEVER_PACKAGES = {"httpx", "cloudevents", "pytest", "awslambdaric"}
