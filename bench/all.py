@@ -35,12 +35,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import ROOT, Runtime, base_environment, spawn, start_peer
+from harness import ROOT, Runtime, base_environment, cold_start, spawn, start_peer
 from middlewares import MIDDLEWARES
 
 HERE = Path(__file__).resolve().parent
@@ -177,35 +176,6 @@ def middleware_rows(folder: str, middleware_dir: str) -> dict[str, tuple[Runtime
 
 
 # -- measuring ---------------------------------------------------------------------------------
-
-
-def cold_start(runtime: Runtime, payload: bytes) -> tuple[float, float]:
-    """Milliseconds from spawn to the first /next and to the first response, on a Runtime API
-    of its own (a killed runtime's pending /next must not take the next run's event)."""
-    peer = start_peer()
-    seen_next = threading.Event()
-    original_get = peer.events.get
-
-    def get(*args: object, **kwargs: object) -> object:
-        seen_next.set()
-        return original_get(*args, **kwargs)
-
-    peer.events.get = get  # type: ignore[method-assign]
-    started = time.perf_counter()
-    process = spawn(runtime, peer.address)
-    try:
-        if not seen_next.wait(60):
-            raise RuntimeError(f"{runtime.name} never asked for an event")
-        to_next = (time.perf_counter() - started) * 1000
-        result = peer.invoke(payload, timeout=60)
-        if result.kind != "response":
-            raise RuntimeError(f"{runtime.name} failed: {result.body[:300]!r}")
-        return to_next, (time.perf_counter() - started) * 1000
-    finally:
-        process.kill()
-        process.wait()
-        # Its server stops at its next poll, up to 0.5 s: not worth waiting for.
-        threading.Thread(target=peer.close, daemon=True).start()
 
 
 def cold_starts(

@@ -32,24 +32,15 @@ from harness import IN_PROCESS, limits, write_function  # noqa: E402
 
 # Invocations per bridge, per front end, at --scale 1: slower bridges get fewer (a Deno
 # process per event costs about 100 ms); 10,000 in all.
-PLAN = {
-    "emulate": {
-        "python-in-process": 1600,
-        "python-subprocess": 1000,
-        "node": 1000,
-        "deno-persistent": 800,
-        "deno-per-invocation": 100,
-        "bash": 500,
-    },
-    "serve": {
-        "python-in-process": 1600,
-        "python-subprocess": 1000,
-        "node": 1000,
-        "deno-persistent": 800,
-        "deno-per-invocation": 100,
-        "bash": 500,
-    },
+PER_BRIDGE = {
+    "python-in-process": 1600,
+    "python-subprocess": 1000,
+    "node": 1000,
+    "deno-persistent": 800,
+    "deno-per-invocation": 100,
+    "bash": 500,
 }
+PLAN = {"emulate": PER_BRIDGE, "serve": PER_BRIDGE}
 FAULT_EVERY = 100  # one event in a hundred is a fault
 INVOKE = "/2015-03-31/functions/function/invocations"
 

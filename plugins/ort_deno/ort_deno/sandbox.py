@@ -7,6 +7,7 @@ one Unix socket; nothing else unless ``ORT_DENO_PERMISSIONS`` says so.
 
 from __future__ import annotations
 
+import _thread
 import os
 
 from ort_core.config import FunctionConfig
@@ -84,6 +85,10 @@ class WorkerCommand:
 
 # -- the binary and its environment -----------------------------------------------------------
 
+# The deno package's lookup reads sysconfig, whose first use is not thread-safe, and `ort serve`
+# starts its pipelines on parallel threads.
+_finding_the_package_binary = _thread.allocate_lock()
+
 
 def deno_binary() -> str:
     """``ORT_DENO_BINARY``, else ``deno`` on PATH, else the ``deno`` PyPI package's."""
@@ -96,7 +101,8 @@ def deno_binary() -> str:
         import deno
 
         try:
-            return deno.find_deno_bin()
+            with _finding_the_package_binary:
+                return deno.find_deno_bin()
         except FileNotFoundError:
             pass
     from ort_core.errors import FunctionError  # not before the worker starts

@@ -222,6 +222,46 @@ def test_the_binary_is_ort_deno_binary_else_path_else_the_pypi_package(
     assert sandbox.deno_binary() == "/opt/deno/bin/deno"
 
 
+THREADS_FINDING_THE_BINARY = """
+import threading
+from ort_deno.sandbox import deno_binary
+
+barrier = threading.Barrier(8)
+found = []
+
+def find():
+    barrier.wait()
+    try:
+        found.append(deno_binary())
+    except Exception as exc:
+        found.append(repr(exc))
+
+threads = [threading.Thread(target=find) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(sorted(set(found)))
+"""
+
+
+def test_pipelines_starting_at_once_all_find_the_pypi_binary(tmp_path: Path) -> None:
+    """`ort serve` starts its pipelines on parallel threads; the deno package's lookup reads
+    sysconfig, whose first use is not thread-safe (a TypeError in 18 runs of 20)."""
+    import deno
+
+    expected = [deno.find_deno_bin()]
+    for _ in range(5):  # each in a fresh interpreter: sysconfig not yet initialised
+        result = subprocess.run(
+            [sys.executable, "-c", THREADS_FINDING_THE_BINARY],
+            env={"PATH": str(tmp_path)},  # no deno on PATH: the PyPI package's
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.stdout == f"{expected}\n", result.stdout + result.stderr
+
+
 def test_a_missing_binary_is_an_init_error(
     function: Function, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
