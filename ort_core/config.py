@@ -6,13 +6,11 @@ import os
 from collections import namedtuple
 
 TYPE_CHECKING = False  # typing's own constant would import typing (3-7 ms, before the worker)
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from typing import NamedTuple
-
 SIGNATURES = ("raw", "cloudevent", "http")  # what a handler receives: ort_core/signatures.py
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import NamedTuple
 
     class _Fields(NamedTuple):
         handler: str

@@ -83,7 +83,7 @@ class Context:
         self.debug_proxy: str | None = None
         # The event as the front end received it: (its decoded value, its JSON bytes). A
         # worker bridge handed that very value sends these bytes instead of encoding it again
-        # (6 ms for 1 MB); front ends set it only when nothing runs before the bridge.
+        # (6 ms for 1 MB); the pipeline sets it only when nothing runs before the bridge.
         self.event_body: tuple[Any, bytes] | None = None
 
     @classmethod

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import _signal  # the signal module's enums cost 1 ms at every cold start
 import gc
-import json
 import logging
 import os
 import sys
@@ -13,7 +12,6 @@ from ort_core.config import FunctionConfig
 from ort_core.context import Context
 from ort_core.errors import FunctionError
 from ort_core.logs import set_request_id, setup_function_logging
-from ort_core.pipeline import Decoded, Pipeline
 from ort_core.runtime_api import RuntimeAPI, RuntimeAPIError
 from ort_core.startup import start_function
 
@@ -73,7 +71,7 @@ def run(api: RuntimeAPI, config: FunctionConfig, env: dict[str, str]) -> int:
         context = None
         try:
             context = Context.from_runtime_headers(invocation.headers, config)
-            body = pipeline.invoke(handed_over(pipeline, invocation.body, context), context)
+            body = pipeline.invoke(invocation.body, context)
             sys.stdout.flush()  # an unfinished print line goes out with its request id
         except FunctionError as error:
             log_failure(error)
@@ -89,28 +87,6 @@ def run(api: RuntimeAPI, config: FunctionConfig, env: dict[str, str]) -> int:
                 api.post_error(request_id, error)
         if context is not None:  # before the next /next, when Lambda may freeze the sandbox
             pipeline.answered(context)
-
-
-def handed_over(pipeline: Pipeline, body: bytes, context: Context) -> bytes | Decoded:
-    """The event for ``pipeline.invoke``. When nothing runs before a bridge that sends the
-    event's own bytes (no ``before_event`` hook, no middleware, the raw signature), the event
-    is decoded here and its bytes kept on the context, so that the bridge sends them as they
-    came rather than encoding the value again (6 ms for 1 MB). Otherwise, or when the body is
-    not JSON (the pipeline reports it), the bytes go to the pipeline as they came."""
-    if (
-        context.signature != "raw"
-        or not getattr(pipeline.bridge, "sends_event_bytes", False)
-        or pipeline.middlewares
-        or pipeline.hooks.before_event_chain
-    ):
-        return body
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):  # nested too deep: the pipeline reports it too
-        return body
-    if not (isinstance(value, dict) and "_debugProxy" in value):  # the pipeline removes it
-        context.event_body = (value, body)
-    return Decoded(value)
 
 
 def log_failure(error: FunctionError) -> None:

@@ -119,16 +119,29 @@ class Pipeline:
         self._expired = False
         self._closed = False
         self._watchdog = Watchdog()
+        # A bridge that sends the event's own bytes gets them when nothing before it can
+        # change the event: no ``before_event`` hook, no middleware (``Context.event_body``).
+        self._passes_event_bytes = (
+            getattr(bridge, "sends_event_bytes", False)
+            and not self.middlewares
+            and not hooks.before_event_chain
+        )
 
     def invoke(self, body: bytes | Decoded, context: Context) -> bytes:
         event = self._event_in_flight = None
         armed = self._expired = False
         started_ms = time.time() * 1000
         try:
-            event = body.value if isinstance(body, Decoded) else decode_event(body)
+            if isinstance(body, Decoded):
+                event = body.value
+            else:
+                event = decode_event(body)
+                if self._passes_event_bytes and context.signature == "raw":
+                    context.event_body = (event, body)  # sent as they came, not encoded again
             if isinstance(event, dict) and "_debugProxy" in event:  # remote debugging
                 from ort_core.workers.debug import take_debug_proxy
 
+                context.event_body = None  # the key is removed: the bytes no longer say it
                 context.debug_proxy = take_debug_proxy(event)  # removed, used if allowed
             armed = self._arm_watchdog(event, context, started_ms)
             if context.signature == "raw":

@@ -29,8 +29,16 @@ if TYPE_CHECKING:
 class Implementation:
     """One hook implementation: the attributes of pluggy's ``HookImpl`` that ORT reads."""
 
-    __slots__ = ("argnames", "function", "hookwrapper", "plugin", "plugin_name", "tryfirst")
-    __slots__ += ("trylast", "wrapper")
+    __slots__ = (
+        "argnames",
+        "function",
+        "hookwrapper",
+        "plugin",
+        "plugin_name",
+        "tryfirst",
+        "trylast",
+        "wrapper",
+    )
 
     def __init__(
         self,

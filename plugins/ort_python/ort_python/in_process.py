@@ -37,15 +37,10 @@ class InProcessBridge:
             from ort_core.events.cloudevent import from_structured_json, to_cloudevent
 
             event = to_cloudevent(from_structured_json(event))  # the SDK's CloudEvent
-        failure = None
         try:
             answer = self._caller.call(event, context)
         except loading.HandlerError as error:
-            failure = function_error(error)
-        if failure is not None:
-            # Raised outside the except block: with no __context__, the error does not keep
-            # the handler's frames alive (a MemoryError's hog, until a garbage collection).
-            raise failure
+            raise function_error(error) from None
         if cloudevents and callable(getattr(answer, "get_attributes", None)):
             from ort_core.events.cloudevent import from_sdk
 

@@ -112,8 +112,12 @@ class HandlerCaller:
             if isinstance(result, Awaitable):  # inspect's own check costs 8 ms of imports
                 result = self._event_loop().run_until_complete(result)
         except Exception as exc:
-            raise describe_exception(exc) from None
-        return result
+            failure = describe_exception(exc)
+        else:
+            return result
+        # Raised outside the except block: with no __context__, the error does not keep the
+        # handler's frames alive (a MemoryError's hog, until a garbage collection).
+        raise failure
 
     def close(self) -> None:
         if self._loop is not None:
