@@ -18,7 +18,7 @@ import os
 import threading
 import time
 
-from ort_apm import __version__
+from ort_apm import __version__, inprocess
 from ort_apm.config import Settings
 from ort_apm.exporter import Exporter
 from ort_apm.metrics import Metrics
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-    from ort_apm.inprocess import Recorder
-
 log = logging.getLogger("ort.apm")
 SCOPE = {"name": "ort-apm", "version": __version__}
 MAX_WORKER_SPANS = 1000  # per invocation
@@ -57,22 +55,29 @@ class _Run:
     __slots__ = (
         "coldstart",
         "described",
-        "done",
         "handler_id",
-        "lock",
         "parent",
         "recorder",
         "sampled",
         "server_id",
         "start_ns",
         "steps_from",
+        "token",
         "trace_id",
     )
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.done = False
-        self.recorder: Recorder | None = None
+        # The hook that ends the run pops it: list.pop is atomic, so of on_timeout (the
+        # watchdog's thread) and the invoking thread, exactly one ends the run, lock-free.
+        self.token = [True]
+        self.recorder: inprocess.Recorder | None = None
+
+    def end(self) -> bool:
+        """True for the first caller only."""
+        try:
+            return self.token.pop()
+        except IndexError:
+            return False
 
 
 class _Ended:
@@ -132,8 +137,6 @@ class Agent:
         # A Python handler in ORT's own process: no worker preload, so ORT records its spans.
         self.in_process_python = self.language == "python" and not hasattr(bridge, "spec")
         if self.in_process_python:
-            from ort_apm import inprocess
-
             inprocess.install()
         self.metrics.record("faas.init_duration", (time.time_ns() - self.start_ns) / 1e6)
 
@@ -212,10 +215,7 @@ class Agent:
         context.traceparent = traceparent(run.trace_id, run.handler_id, run.sampled)
         context.worker_spans = []  # a batch's previous record left its own
         if self.in_process_python:
-            from ort_apm import inprocess
-
             run.recorder = inprocess.Recorder(run.trace_id, run.handler_id, run.sampled)
-            inprocess.begin(run.recorder)
             os.environ["TRACEPARENT"] = context.traceparent
         setattr(context, RUN, run)
         return run
@@ -229,18 +229,14 @@ class Agent:
         run: _Run | None = getattr(context, RUN, None)
         if run is None:  # failed before before_event (an event that is not JSON)
             run = self.begin(event, context)
-        with run.lock:  # on_timeout (the watchdog's thread) and the invoking thread may race
-            if run.done:
-                if error is not None:  # after after_response: the answer did not marshal
-                    self.metrics.add("faas.errors")
-                return
-            run.done = True
+        if not run.end():  # ended already
+            if error is not None:  # after after_response: the answer did not marshal
+                self.metrics.add("faas.errors")
+            return
         end_ns = time.time_ns()
         recorded = []
         if run.recorder is not None:
-            from ort_apm import inprocess
-
-            recorded = inprocess.end(run.recorder)
+            recorded = run.recorder.end()
             os.environ.pop("TRACEPARENT", None)
         # what the spans need, taken now: a batch's next record adds steps to the context
         ended = _Ended(run, context, end_ns, error, timeout, recorded)

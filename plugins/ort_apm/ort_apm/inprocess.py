@@ -28,7 +28,8 @@ MAX_SPANS = 1000  # per invocation: a handler looping over requests must not gro
 
 
 class Recorder:
-    """The client spans of one invocation, under its handler span."""
+    """The client spans of one invocation, under its handler span: recording from its
+    creation (on the calling thread) until ``end``."""
 
     __slots__ = ("closed", "handler_span_id", "lock", "sampled", "spans", "trace_id")
 
@@ -39,13 +40,19 @@ class Recorder:
         self.spans: list[Span] = []
         self.closed = False
         self.lock = threading.Lock()
+        _local.recorder = self
+        _active[id(self)] = self
 
     def add(self, span: Span) -> None:
         with self.lock:
             if not self.closed and len(self.spans) < MAX_SPANS:
                 self.spans.append(span)
 
-    def close(self) -> list[Span]:
+    def end(self) -> list[Span]:
+        """Stop recording; the spans recorded."""
+        _active.pop(id(self), None)
+        if getattr(_local, "recorder", None) is self:
+            _local.recorder = None
         with self.lock:
             self.closed = True
             spans, self.spans = self.spans, []
@@ -54,18 +61,6 @@ class Recorder:
 
 _local = threading.local()
 _active: dict[int, Recorder] = {}
-
-
-def begin(recorder: Recorder) -> None:
-    _local.recorder = recorder
-    _active[id(recorder)] = recorder
-
-
-def end(recorder: Recorder) -> list[Span]:
-    _active.pop(id(recorder), None)
-    if getattr(_local, "recorder", None) is recorder:
-        _local.recorder = None
-    return recorder.close()
 
 
 def current() -> Recorder | None:
