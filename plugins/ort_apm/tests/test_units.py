@@ -11,9 +11,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import hypothesis
 import pytest
 from apm_traces import attributes, hex_ids_to_base64
 from google.protobuf import json_format
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -30,6 +33,8 @@ from ort_apm.spans import (
     Parent,
     Sampler,
     Span,
+    _canonical_xray,
+    _xray_by_fields,
     from_worker,
     parse_traceparent,
     parse_xray,
@@ -73,6 +78,57 @@ def test_xray_header():
     assert parse_xray(header.replace("Sampled=1", "Sampled=?")).sampled is None  # undecided
     assert parse_xray("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1") is None  # no parent
     assert parse_xray("Root=2-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8") is None
+
+
+_XRAY_PIECES = st.sampled_from(
+    [
+        "",
+        ";Sampled=1",
+        ";Sampled=0",
+        ";Sampled=?",
+        ";Sampled= 1",
+        ";Lineage=a87bd80c:0",
+        ";Sampled=",
+        ";Lineage=a87bd80c:0;Sampled=0",
+        ";Parent=ffffffffffffffff",
+        ";Root=1-00000000-0",
+        ";",
+        "x",
+        ";Sampled=1;Sampled=0",
+        "Sampled=1",
+    ]
+)
+
+
+_HEX = "0123456789abcdefABCDEF"
+
+
+@given(
+    first=st.text(_HEX, min_size=8, max_size=8),
+    separator=st.sampled_from(["-", "-", "-", "_"]),
+    second=st.one_of(st.text(_HEX, min_size=24, max_size=24), st.text(_HEX + "g-", max_size=25)),
+    parent=st.one_of(st.text(_HEX, min_size=16, max_size=16), st.text(_HEX + "x", max_size=17)),
+    rest=st.lists(_XRAY_PIECES, max_size=3),
+)
+@hypothesis.settings(max_examples=500, deadline=None)
+def test_lambdas_layout_reads_as_any_other(first, separator, second, parent, rest):
+    """The fixed-offset reading of ``Root=1-…;Parent=…`` gives what the field-by-field reading
+    gives, or leaves the header to it."""
+    header = f"Root=1-{first}{separator}{second};Parent={parent}{''.join(rest)}"
+    fast, general = parse_xray(header), _xray_by_fields(header)
+    assert (fast and (fast.trace_id, fast.span_id, fast.sampled)) == (
+        general and (general.trace_id, general.span_id, general.sampled)
+    )
+
+
+def test_lambdas_own_header_is_read_at_fixed_offsets():
+    header = "Root=1-5759E988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0;Lineage=x"
+    fast = _canonical_xray(header)
+    assert (fast.trace_id, fast.span_id, fast.sampled) == (
+        "5759e988bd862e3fe1be46a994272793",
+        "53995c3f42cd8ad8",
+        False,
+    )
 
 
 def test_samplers():

@@ -130,8 +130,16 @@ if (!globalThis.__ortAroundHandler) {
   // Patched when http's client is loaded: at once if it is, else when a require() loads it
   // (Module._load), else at the start of the first traced invocation after an import did.
   let patched = false;
-  const httpLoaded = () => !Array.isArray(process.moduleLoadList) ||
-    process.moduleLoadList.includes('NativeModule _http_client');
+  // process.moduleLoadList only grows: each call searches what was added since the last one,
+  // so an invocation that loaded nothing new pays a length check, not a scan of ~200 names.
+  let searched = 0;
+  const httpLoaded = () => {
+    const list = process.moduleLoadList;
+    if (!Array.isArray(list)) return true;
+    const found = list.length > searched && list.indexOf('NativeModule _http_client', searched) >= 0;
+    searched = list.length;
+    return found;
+  };
   function patchHttp() {
     patched = true;
     const proto = require('node:http').ClientRequest.prototype; // https's requests too
