@@ -50,6 +50,21 @@ def on_init(config: FunctionConfig, bridge: Bridge) -> None:
 
 
 @hookspec
+def observe_event(event: Any, context: Context) -> None:
+    """Called before the ``before_event`` hooks with the decoded event, to read it.
+
+    :param event: the event as decoded, in the function's signature (each record of a batch).
+    :param context: the invocation's context.
+
+    For plugins that only look at the event (telemetry): the event must not be changed here.
+    A ``before_event`` implementation may change it in place, so while one is loaded ORT
+    encodes the event again for a language worker (2 to 15 ms for 1 MB); an ``observe_event``
+    implementation leaves the received bytes to go as they came. Notification only:
+    exceptions are logged and the invocation goes on.
+    """
+
+
+@hookspec
 def before_event(event: Any, context: Context) -> Any:
     """Called before the handler with the decoded event.
 

@@ -1,4 +1,5 @@
-"""One invocation's walk: decode, before_event hooks, the bridge, after_response hooks, encode.
+"""One invocation's walk: decode, observe_event and before_event hooks, the bridge,
+after_response hooks, encode.
 
 Every front end (the Lambda loop, ``ort invoke``, later the HTTP gateway) calls
 :meth:`Pipeline.invoke`, so plugins see the same lifecycle wherever the function runs.
@@ -120,7 +121,8 @@ class Pipeline:
         self._closed = False
         self._watchdog = Watchdog()
         # A bridge that sends the event's own bytes gets them when nothing before it can
-        # change the event: no ``before_event`` hook, no middleware (``Context.event_body``).
+        # change the event: no ``before_event`` hook (``observe_event`` ones only read it), no
+        # middleware (``Context.event_body``).
         self._passes_event_bytes = (
             getattr(bridge, "sends_event_bytes", False)
             and not self.middlewares
@@ -160,6 +162,8 @@ class Pipeline:
 
     def _run(self, event: Any, context: Context) -> Any:
         self._event_in_flight = event
+        if self.hooks.observe_event_chain:
+            self.hooks.observe_event(event, context)
         event, early = self._before(event, context)
         if early is not None:
             return self._after(early.value, event, context)

@@ -41,6 +41,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = ("ort_core.languages.executable", "ort_core.l
 # Hooks ORT calls implementation by implementation: pluggy wrappers cannot take part.
 PLAIN_HOOKS = (
     "on_init",
+    "observe_event",
     "before_event",
     "after_response",
     "on_error",
@@ -215,6 +216,7 @@ class Hooks:
         self._rank = {name: rank for rank, name in enumerate(order or [])}
         self.ranked = list(order or [])  # ORT_PLUGIN_ORDER, for `ort plugins --verbose`
         self._observer = observer
+        self.observe_event_chain = self.implementations("observe_event")
         self.before_event_chain = self.implementations("before_event")
         self.after_response_chain = self.implementations("after_response")[::-1]
         self.after_answer_chain = self.implementations("after_answer")
@@ -280,6 +282,9 @@ class Hooks:
         """Raises PluginError naming the first plugin that fails."""
         for plugin_name, call in self.implementations("on_init"):
             call_plugin(plugin_name, "on_init", call, config=config, bridge=bridge)
+
+    def observe_event(self, event: Any, context: Context) -> None:
+        self._notify("observe_event", self.observe_event_chain, event=event, context=context)
 
     def on_error(self, error: FunctionError, event: Any, context: Context) -> None:
         self._notify("on_error", error=error, event=event, context=context)

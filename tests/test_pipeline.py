@@ -221,6 +221,110 @@ def test_plugin_raising_in_before_event_is_a_plugin_error_and_the_next_call_work
     assert function.invoke(pipeline, {"id": 3}) == {"handled": {"id": 3}}
 
 
+# -- observe_event ---------------------------------------------------------------------------
+
+
+class Observer(Plugin):
+    """Reads each event; what it returns (a replacement, here) must be ignored."""
+
+    def __init__(self, name: str, trail: list[str] | None = None) -> None:
+        super().__init__(name, trail)
+        self.seen: list[Any] = []
+
+    @hookimpl
+    def observe_event(self, event: Any, context: Context) -> Any:
+        self.trail.append(f"observe:{self.__name__}")
+        self.seen.append((event, context.aws_request_id))
+        return {"replaced": "by an observer"}
+
+
+def test_observe_event_reads_each_event_before_every_before_event_and_cannot_replace_it(
+    function: Function,
+) -> None:
+    trail: list[str] = []
+    observer = Observer("observer", trail)
+    pipeline = function.start(EarlyTagger("eager", trail), observer)
+
+    response = function.invoke(pipeline, {"order": 1}, function.context(request_id="req-7"))
+
+    assert trail == ["observe:observer", "before:eager", "after:eager"]
+    assert observer.seen == [({"order": 1}, "req-7")]
+    assert response == {"handled": {"order": 1, "before": ["eager"]}, "after": ["eager"]}
+
+
+def test_an_observer_that_raises_is_logged_and_the_invocation_answers(
+    function: Function, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(Plugin):
+        @hookimpl
+        def observe_event(self, event: Any) -> None:
+            raise RuntimeError("telemetry bug")
+
+    pipeline = function.start(Broken("broken"))
+
+    with caplog.at_level(logging.ERROR, logger="ort"):
+        assert function.invoke(pipeline, {"n": 1}) == {"handled": {"n": 1}}
+    assert "plugin 'broken' failed in observe_event" in caplog.text
+    assert "telemetry bug" in caplog.text
+    assert function.invoke(pipeline, {"n": 2}) == {"handled": {"n": 2}}
+
+
+class BytesBridge:
+    """A language bridge that sends the event's own bytes, as ORT's worker bridges do: it
+    records what would go to its worker."""
+
+    language = "bytes"
+    sends_event_bytes = True
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def start(self) -> None:
+        pass
+
+    def invoke(self, event: Any, context: Context) -> Any:
+        from ort_core.workers.protocol import event_bytes
+
+        self.sent.append(event_bytes(event, context))
+        return {"ok": True}
+
+    def stop(self) -> None:
+        pass
+
+
+class BytesLanguage(Plugin):
+    def __init__(self) -> None:
+        super().__init__("bytes-language")
+        self.bridge = BytesBridge()
+
+    @hookimpl
+    def launch_language(self, config: FunctionConfig) -> BytesBridge:
+        return self.bridge
+
+
+RECEIVED = b'{ "n" : 1.50, "text": "caf\\u00e9" }'  # as a client wrote it, not as json.dumps would
+
+
+@pytest.mark.parametrize(
+    ("plugin", "sent"),
+    [
+        (Observer("observer"), RECEIVED),  # the bytes as they came
+        (Bystander("bystander"), b'{"n": 1.5, "text": "caf\\u00e9"}'),  # encoded again
+    ],
+)
+def test_a_worker_gets_the_received_bytes_unless_a_before_event_hook_could_change_the_event(
+    function: Function, plugin: Plugin, sent: bytes
+) -> None:
+    language = BytesLanguage()
+    pipeline = function.start(language, plugin)
+    context = function.context()
+    context.signature = "raw"
+
+    assert json.loads(pipeline.invoke(RECEIVED, context)) == {"ok": True}
+
+    assert language.bridge.sent == [sent]
+
+
 # -- on_error ------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """What ort-apm does around each invocation: the spans, the metrics, and the flush.
 
-``before_event`` opens a *run* (one pass of the pipeline: an invocation, or one record of a
+``observe_event`` opens a *run* (one pass of the pipeline: an invocation, or one record of a
 batch) and gives the handler its trace context; ``after_response``, ``on_error`` and
 ``on_timeout`` close it: they build the invocation's SERVER span, a span for each step the
 pipeline recorded (``context.steps``: executable middlewares, the bridge call), the spans the
@@ -50,7 +50,7 @@ MIB = 1024 * 1024
 
 
 class _Run:
-    """One pass of the pipeline, from ``before_event`` to the hook that ends it."""
+    """One pass of the pipeline, from ``observe_event`` to the hook that ends it."""
 
     __slots__ = (
         "coldstart",
@@ -227,7 +227,7 @@ class Agent:
         exported after the answer (``answered``), or now, within a budget, on a timeout or
         with ``ORT_APM_FLUSH=before_answer``."""
         run: _Run | None = getattr(context, RUN, None)
-        if run is None:  # failed before before_event (an event that is not JSON)
+        if run is None:  # failed before observe_event (an event that is not JSON)
             run = self.begin(event, context)
         if not run.end():  # ended already
             if error is not None:  # after after_response: the answer did not marshal

@@ -2,9 +2,11 @@
 enabled (no ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` nor
 ``ORT_APM=1``) the module defines no hook at all, so the pipeline runs as if it were absent.
 
-When enabled, ort-apm is the outermost layer: its ``before_event`` runs first and its
-``after_response`` last (``tryfirst``, which ORT's onion order turns into last on the way
-out), so its invocation span covers the other plugins. It exports in ``after_answer``, once the
+When enabled, ort-apm is the outermost layer: it opens the invocation in ``observe_event``,
+before any ``before_event`` hook, and closes it in ``after_response`` last (``tryfirst``,
+which ORT's onion order turns into last on the way out), so its invocation span covers the
+other plugins. It only reads the event, so a language worker still gets the event's received
+bytes, not an encoding of them again. It exports in ``after_answer``, once the
 answer is delivered and before the next event.
 """
 
@@ -25,7 +27,7 @@ if enabled(os.environ):
         agent.on_init(config, bridge)
 
     @hookimpl(tryfirst=True)
-    def before_event(event, context):  # type: ignore[no-untyped-def]
+    def observe_event(event, context):  # type: ignore[no-untyped-def]
         agent.begin(event, context)
 
     @hookimpl(tryfirst=True)

@@ -204,3 +204,28 @@ def test_an_unsampled_invocation_passes_its_flags_downstream_and_exports_no_span
     assert downstream.traceparents[0].endswith("-00")  # the downstream service samples alike
     runtime.peer.wait_for_next()  # the export, had there been one, is done
     assert receiver.spans() == []
+
+
+@pytest.mark.preloads
+def test_a_traced_worker_still_gets_the_events_own_bytes(start, receiver):
+    """ort-apm only reads the event (``observe_event``), so ORT hands the worker the bytes it
+    received. Encoded again they would say something else: Python reads the integer ``-0`` as
+    0, where JavaScript keeps -0."""
+    handler = """
+    exports.handler = async (event, context) => ({
+      negativeZero: Object.is(event.v, -0),
+      traceparent: context.traceparent,
+    });
+    """
+    runtime = start(
+        {"index.js": handler},
+        _HANDLER="index.handler",
+        ORT_LANGUAGE="node",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+    )
+    result = runtime.peer.invoke(b'{"v": -0}')
+    assert result.kind == "response", (result.body, runtime.log)
+    answer = result.json()
+    assert answer["negativeZero"] is True
+    trace_id, _, _ = traceparent_ids(answer["traceparent"])  # traced all the same
+    assert server_span(trace(receiver, trace_id, count=3))["name"] == "traced"
