@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,12 +104,16 @@ def warm_latencies(runtime: Runtime, event: object, invocations: int) -> list[fl
 
 
 def interleaved_warm_latencies(
-    runtimes: list[Runtime], event: object, invocations: dict[str, int], rounds: int
+    runtimes: list[Runtime],
+    event: object,
+    invocations: dict[str, int],
+    rounds: int,
+    headers: Callable[[], dict[str, str]] | None = None,
 ) -> dict[str, list[float]]:
     """Sorted round trips per runtime, all running at once and measured in ``rounds`` blocks
     taken in turn, so that drift in the machine's load weighs on each alike. ``invocations``
     gives each runtime's total; every block starts with one unmeasured invocation, since the
-    process sat idle while the others ran."""
+    process sat idle while the others ran. ``headers`` gives each event's extra headers."""
     peers = {runtime.name: start_peer() for runtime in runtimes}
     processes = [spawn(runtime, peers[runtime.name].address) for runtime in runtimes]
     latencies: dict[str, list[float]] = {runtime.name: [] for runtime in runtimes}
@@ -119,8 +124,9 @@ def interleaved_warm_latencies(
                 peer.invoke(event, timeout=60)
                 for _ in range(total * (index + 1) // rounds - total * index // rounds):
                     peer.wait_for_next(60)  # done with the last one, what follows its answer too
+                    extra = headers() if headers is not None else None
                     started = time.perf_counter()
-                    result = peer.invoke(event, timeout=60)
+                    result = peer.invoke(event, extra, timeout=60)
                     latencies[runtime.name].append((time.perf_counter() - started) * 1000)
                     if result.kind != "response":
                         raise RuntimeError(f"{runtime.name} failed: {result.body[:300]!r}")
