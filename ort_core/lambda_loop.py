@@ -11,6 +11,7 @@ import sys
 from ort_core.config import FunctionConfig
 from ort_core.context import Context
 from ort_core.errors import FunctionError
+from ort_core.invocation_env import InvocationVariable
 from ort_core.logs import set_request_id, setup_function_logging
 from ort_core.runtime_api import RuntimeAPI, RuntimeAPIError
 from ort_core.startup import start_function
@@ -58,16 +59,13 @@ def run(api: RuntimeAPI, config: FunctionConfig, env: dict[str, str]) -> int:
         os._exit(0)
 
     _signal.signal(_signal.SIGTERM, shut_down)
+    trace_variable = InvocationVariable("_X_AMZN_TRACE_ID")  # as Lambda's runtimes export it
 
     while True:
         invocation = api.next_invocation()
         request_id = invocation.request_id
         set_request_id(request_id)
-        trace_id = invocation.headers.get("lambda-runtime-trace-id")
-        if trace_id:
-            os.environ["_X_AMZN_TRACE_ID"] = trace_id
-        else:
-            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        trace_variable.set(invocation.headers.get("lambda-runtime-trace-id") or None)
         context = None
         try:
             context = Context.from_runtime_headers(invocation.headers, config)
@@ -87,6 +85,7 @@ def run(api: RuntimeAPI, config: FunctionConfig, env: dict[str, str]) -> int:
                 api.post_error(request_id, error)
         if context is not None:  # before the next /next, when Lambda may freeze the sandbox
             pipeline.answered(context)
+        trace_variable.own()  # once, after the first answer: off the cold start
 
 
 def log_failure(error: FunctionError) -> None:

@@ -28,6 +28,7 @@ NEVER_ON_THE_COLD_PATH = {
     "pluggy",  # ort_core/registry.py registers the usual plugins without it
     "inspect",  # pluggy's, and ort-python's awaitable check before it used collections.abc
     "unittest",
+    "ctypes",  # per-invocation variables take it after the first answer (invocation_env.py)
 }
 NEVER_PACKAGES = {"httpx", "cloudevents", "pytest", "awslambdaric"}
 

@@ -36,6 +36,7 @@ from ort_apm.spans import (
     traceparent,
 )
 from ort_apm.triggers import describe
+from ort_core.invocation_env import InvocationVariable
 
 TYPE_CHECKING = False  # typing's own constant would import typing
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ class Agent:
         self.handler = environ.get("_HANDLER") or "handler"
         self.margin_ms = 100
         self.in_process_python = False
+        self.traceparent_variable: InvocationVariable | None = None  # in-process handlers'
         self._coldstart = True
         self._coldstart_lock = threading.Lock()
         self._configured = False
@@ -138,6 +140,7 @@ class Agent:
         self.in_process_python = self.language == "python" and not hasattr(bridge, "spec")
         if self.in_process_python:
             inprocess.install()
+            self.traceparent_variable = InvocationVariable("TRACEPARENT")
         self.metrics.record("faas.init_duration", (time.time_ns() - self.start_ns) / 1e6)
 
     def _configure(self, config: Any = None) -> None:
@@ -216,7 +219,7 @@ class Agent:
         context.worker_spans = []  # a batch's previous record left its own
         if self.in_process_python:
             run.recorder = inprocess.Recorder(run.trace_id, run.handler_id, run.sampled)
-            os.environ["TRACEPARENT"] = context.traceparent
+            self.traceparent_variable.set(context.traceparent)  # type: ignore[union-attr]
         setattr(context, RUN, run)
         return run
 
@@ -237,7 +240,7 @@ class Agent:
         recorded = []
         if run.recorder is not None:
             recorded = run.recorder.end()
-            os.environ.pop("TRACEPARENT", None)
+            self.traceparent_variable.set(None)  # type: ignore[union-attr]
         # what the spans need, taken now: a batch's next record adds steps to the context
         ended = _Ended(run, context, end_ns, error, timeout, recorded)
         exporter = self.exporter
@@ -257,6 +260,8 @@ class Agent:
             self._record_ended()
             if not exporter.idle():
                 exporter.flush(self.settings.export_timeout_ms / 1000)
+        if self.traceparent_variable is not None:
+            self.traceparent_variable.own()  # once, after the first answer
 
     def _record_ended(self) -> None:
         with self._ended_lock:

@@ -3,8 +3,9 @@ protocol (docs/worker-protocol.md) on the Unix socket named in ``ORT_WORKER_SOCK
 
 Run as a script, by any Python interpreter (``ORT_PYTHON_BINARY``): it imports only the
 standard library and ``loading.py``, its sibling, so ORT and its dependencies need not be
-installed where it runs. stdout and stderr stay the function's: ORT tags their lines with the
-request id in flight.
+installed where it runs. Where they are (ORT's own interpreter, the default), it also takes
+``ort_core.invocation_env``, so that the per-invocation variables do not leak. stdout and
+stderr stay the function's: ORT tags their lines with the request id in flight.
 """
 
 from __future__ import annotations
@@ -21,21 +22,60 @@ from typing import Any, BinaryIO
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _import_loading() -> Any:
-    """``loading.py`` from this folder, then out of the user's way: the folder leaves
-    ``sys.path`` and the module ``sys.modules``, so a handler module may be called
-    ``loading`` (or ``plugin``) too."""
-    sys.path.insert(0, _HERE)
+def _import_from(folder: str, name: str) -> Any:
+    """``name.py`` from ``folder``, then out of the user's way: the folder leaves
+    ``sys.path`` and the module ``sys.modules``, so a handler module may have the same name
+    (``loading``, ``plugin``...)."""
+    sys.path.insert(0, folder)
     try:
-        import loading
+        return __import__(name)
     finally:
-        while _HERE in sys.path:
-            sys.path.remove(_HERE)
-        sys.modules.pop("loading", None)
-    return loading
+        while folder in sys.path:
+            sys.path.remove(folder)
+        sys.modules.pop(name, None)
 
 
-loading = _import_loading()
+loading = _import_from(_HERE, "loading")
+
+
+class _EnvironVariable:
+    """``os.environ`` itself, where ORT's ``InvocationVariable`` is not installed: each value
+    set stays in glibc's memory."""
+
+    owned = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def own(self) -> None:
+        pass
+
+    def set(self, value: str | None) -> None:
+        if value is None:
+            os.environ.pop(self.name, None)
+        else:
+            os.environ[self.name] = value
+
+
+def _invocation_variable() -> Any:
+    """``ort_core/invocation_env.py``'s class, read from where this interpreter would find
+    ``ort_core`` (the finders' answer, not an import): the handler's process never holds
+    ORT's package, only this one standard-library module, under no name of its own."""
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        spec = find_spec("ort_core", None) if find_spec is not None else None
+        if spec is not None and spec.submodule_search_locations:
+            try:
+                folder = next(iter(spec.submodule_search_locations))
+                return _import_from(folder, "invocation_env").InvocationVariable
+            except (ImportError, AttributeError):
+                break
+    return _EnvironVariable
+
+
+InvocationVariable = _invocation_variable()
+TRACE_ID = InvocationVariable("_X_AMZN_TRACE_ID")
+TRACEPARENT = InvocationVariable("TRACEPARENT")  # each invocation's own, set while it runs
 
 MAX_PART = 64 * 1024 * 1024  # as ORT's side: far above Lambda's 6 MB
 MARKS = ((50, "F"), (40, "E"), (30, "W"), (20, "I"), (10, "D"))  # below DEBUG: "T", TRACE
@@ -187,13 +227,10 @@ def invoke(
                 "interpreter (ORT_PYTHON_BINARY)",
             )
     context = Context(fields)
-    if context.trace_id:
-        os.environ["_X_AMZN_TRACE_ID"] = context.trace_id
-    else:
-        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    TRACE_ID.set(context.trace_id or None)
     traceparent = context.traceparent if isinstance(context.traceparent, str) else None
     if traceparent:  # for code with its own OpenTelemetry SDK, while the handler runs
-        os.environ["TRACEPARENT"] = traceparent
+        TRACEPARENT.set(traceparent)
     # The seam for an instrumenting preload: it calls ``call`` and returns what it returns.
     around = getattr(builtins, "__ort_around_handler__", None)
     try:
@@ -207,7 +244,7 @@ def invoke(
         return False, json.dumps(loading.describe_exception(exc).to_dict()).encode()
     finally:
         if traceparent:
-            os.environ.pop("TRACEPARENT", None)
+            TRACEPARENT.set(None)
     if isinstance(result, bytes):
         return True, result  # as in-process: bytes pass unchanged
     if cloudevent and callable(getattr(result, "get_attributes", None)):
@@ -343,7 +380,7 @@ def main() -> int:
     task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
     if task_root not in sys.path:
         sys.path.insert(0, task_root)
-    os.environ.pop("TRACEPARENT", None)  # each invocation's own, set only while it runs
+    TRACEPARENT.set(None)  # each invocation's own, set only while it runs
     try:
         load_preloads(os.environ.get("ORT_PRELOAD", ""))
         caller = loading.HandlerCaller(loading.load_handler(os.environ.get("_HANDLER", "")))
@@ -386,6 +423,8 @@ def main() -> int:
                 send(channel, result, answer)
         except OSError:
             return 0  # ORT stopped waiting (the sandbox is ending)
+        TRACE_ID.own()  # once, after the first answer: ctypes' import is off the cold start
+        TRACEPARENT.own()
 
 
 if __name__ == "__main__":
