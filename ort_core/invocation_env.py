@@ -32,6 +32,7 @@ class InvocationVariable:
         "_buffer",
         "_capacity",
         "_key",
+        "_last",
         "_libc",
         "_memmove",
         "_retired",
@@ -46,6 +47,7 @@ class InvocationVariable:
         self._address = 0  # where the value starts in it, after "NAME="
         self._capacity = 0  # bytes of value the buffer holds, its NUL excluded
         self._retired: list[object] = []  # outgrown buffers: getenv's callers may hold them
+        self._last: bytes | None = None  # what os.environ holds while our pointer is in place
         self._libc = None
         self._memmove = None
         self._tried = False
@@ -89,6 +91,7 @@ class InvocationVariable:
         if value is None:
             self._libc.unsetenv(self._key)  # removes the pointer; the buffer stays ours
             data.pop(self._key, None)
+            self._last = None
             return
         encoded = os.environ.encodevalue(value)  # type: ignore[attr-defined]
         if b"\0" in encoded:
@@ -97,11 +100,13 @@ class InvocationVariable:
             import ctypes
 
             self._allocate(2 * len(encoded), ctypes)
+            self._last = None  # a new buffer: its pointer is not in place yet
         self._memmove(self._address, encoded + b"\0", len(encoded) + 1)
-        # Every time: code may have set the variable itself since, replacing our pointer;
-        # putenv with the pointer already in place allocates nothing.
-        self._libc.putenv(self._address - len(self._key) - 1)
-        data[self._key] = encoded
+        if self._last is None or data.get(self._key) is not self._last:
+            # removed, or set by other code through os.environ since (which replaced our
+            # pointer): put it back; putenv keeps the pointer, it allocates nothing
+            self._libc.putenv(self._address - len(self._key) - 1)
+        data[self._key] = self._last = encoded
 
     def _allocate(self, capacity: int, ctypes: Any) -> None:
         if self._buffer is not None:
