@@ -68,7 +68,7 @@ def _invocation_variable() -> Any:
             try:
                 folder = next(iter(spec.submodule_search_locations))
                 return _import_from(folder, "invocation_env").InvocationVariable
-            except (ImportError, AttributeError):
+            except (ImportError, AttributeError, SyntaxError):  # another ORT's, too new
                 break
     return _EnvironVariable
 
