@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import os
 
-TYPE_CHECKING = False  # typing's own constant would import typing
-if TYPE_CHECKING:
-    from typing import Any
-
 
 class InvocationVariable:
     """One variable, set for an invocation and removed (``None``) when it has none."""
@@ -75,7 +71,7 @@ class InvocationVariable:
         except (ImportError, OSError, AttributeError):
             return  # os.environ it stays
         self._libc, self._memmove = libc, ctypes.memmove
-        self._allocate(capacity, ctypes)
+        self._allocate(capacity)
         if self._key in os.environ._data:  # type: ignore[attr-defined]
             self.set(os.environ[self.name])  # the value set so far, now in our buffer
 
@@ -97,9 +93,7 @@ class InvocationVariable:
         if b"\0" in encoded:
             raise ValueError("embedded null byte")  # as os.environ says
         if len(encoded) > self._capacity:
-            import ctypes
-
-            self._allocate(2 * len(encoded), ctypes)
+            self._allocate(2 * len(encoded))
             self._last = None  # a new buffer: its pointer is not in place yet
         self._memmove(self._address, encoded + b"\0", len(encoded) + 1)
         if self._last is None or data.get(self._key) is not self._last:
@@ -108,7 +102,9 @@ class InvocationVariable:
             self._libc.putenv(self._address - len(self._key) - 1)
         data[self._key] = self._last = encoded
 
-    def _allocate(self, capacity: int, ctypes: Any) -> None:
+    def _allocate(self, capacity: int) -> None:
+        import ctypes  # loaded by own() already
+
         if self._buffer is not None:
             self._retired.append(self._buffer)
         self._buffer = ctypes.create_string_buffer(self._key + b"=", len(self._key) + capacity + 2)

@@ -162,8 +162,7 @@ class Pipeline:
 
     def _run(self, event: Any, context: Context) -> Any:
         self._event_in_flight = event
-        if self.hooks.observe_event_chain:
-            self.hooks.observe_event(event, context)
+        self.hooks.observe_event(event, context)
         event, early = self._before(event, context)
         if early is not None:
             return self._after(early.value, event, context)

@@ -284,7 +284,8 @@ class Hooks:
             call_plugin(plugin_name, "on_init", call, config=config, bridge=bridge)
 
     def observe_event(self, event: Any, context: Context) -> None:
-        self._notify("observe_event", self.observe_event_chain, event=event, context=context)
+        if self.observe_event_chain:
+            self._notify("observe_event", self.observe_event_chain, event=event, context=context)
 
     def on_error(self, error: FunctionError, event: Any, context: Context) -> None:
         self._notify("on_error", error=error, event=event, context=context)

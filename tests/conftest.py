@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,28 @@ def clean_environ(**extra: str) -> dict[str, str]:
     env["ORT_SIGNATURE"] = "raw"
     env.update(extra)
     return {name: value for name, value in env.items() if value != "" or name != "ORT_SIGNATURE"}
+
+
+@contextmanager
+def bootstrap_on_its_own_peer(folder: Path, **env: str) -> Iterator[Peer]:
+    """``ort bootstrap`` serving ``app.handler`` from ``folder`` on a Runtime API of its own (a
+    killed runtime's /next must not take another's event); both end with the block."""
+    peer = start_peer()
+    process = subprocess.Popen(
+        [PYTHON, "-m", "ort_core", "bootstrap"],
+        env=clean_environ(
+            AWS_LAMBDA_RUNTIME_API=peer.address,
+            _HANDLER="app.handler",
+            LAMBDA_TASK_ROOT=str(folder),
+            **env,
+        ),
+    )
+    try:
+        yield peer
+    finally:
+        process.kill()
+        process.wait()
+        peer.close()
 
 
 def descendants(pid: int) -> set[int]:

@@ -6,10 +6,7 @@ The handler reports ``sys.modules`` after the first event, which sees every impo
 
 from __future__ import annotations
 
-import subprocess
-
-from conftest import PYTHON, clean_environ, fake_distribution
-from runtime_api_peer import start_peer
+from conftest import bootstrap_on_its_own_peer, fake_distribution
 
 HANDLER = """
 import sys
@@ -34,24 +31,8 @@ NEVER_PACKAGES = {"httpx", "cloudevents", "pytest", "awslambdaric"}
 
 
 def modules_after_first_event(function_dir, **env: str) -> set[str]:
-    """Each run has its own Runtime API: a killed runtime's /next must not take the next event."""
-    folder = function_dir({"app.py": HANDLER})
-    peer = start_peer()
-    process = subprocess.Popen(
-        [PYTHON, "-m", "ort_core", "bootstrap"],
-        env=clean_environ(
-            AWS_LAMBDA_RUNTIME_API=peer.address,
-            _HANDLER="app.handler",
-            LAMBDA_TASK_ROOT=str(folder),
-            **env,
-        ),
-    )
-    try:
+    with bootstrap_on_its_own_peer(function_dir({"app.py": HANDLER}), **env) as peer:
         return set(peer.invoke({}).json())
-    finally:
-        process.kill()
-        process.wait()
-        peer.close()
 
 
 def test_bootstrap_imports_nothing_it_does_not_use(function_dir):

@@ -12,8 +12,7 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
-from conftest import PYTHON, clean_environ
-from runtime_api_peer import start_peer
+from conftest import bootstrap_on_its_own_peer
 
 from ort_core.invocation_env import InvocationVariable
 
@@ -125,29 +124,14 @@ def test_the_x_ray_trace_id_follows_each_invocation_after_the_first(tmp_path, mo
     """The loop (in-process) and the Python worker own the variable after the first answer:
     off the cold start (ctypes is not imported for the first), right for every one after."""
     (tmp_path / "app.py").write_text(textwrap.dedent(HANDLER))
-    peer = start_peer()
-    process = subprocess.Popen(
-        [PYTHON, "-m", "ort_core", "bootstrap"],
-        env=clean_environ(
-            AWS_LAMBDA_RUNTIME_API=peer.address,
-            _HANDLER="app.handler",
-            LAMBDA_TASK_ROOT=str(tmp_path),
-            ORT_SIGNATURE="raw",
-            ORT_PYTHON_MODE=mode,
-        ),
-    )
-    try:
-        traces = [f"Root=1-5759e988-bd862e3fe1be46a99427279{n};Sampled=1" for n in range(3)]
-        answers = []
+    traces = [f"Root=1-5759e988-bd862e3fe1be46a99427279{n};Sampled=1" for n in range(3)]
+    answers = []
+    with bootstrap_on_its_own_peer(tmp_path, ORT_PYTHON_MODE=mode) as peer:
         for trace in [traces[0], traces[1], None, traces[2]]:
             headers = {"Lambda-Runtime-Trace-Id": trace} if trace else {}
             result = peer.invoke({}, headers, timeout=30)
             assert result.kind == "response", result.body
             answers.append(json.loads(result.body))
-    finally:
-        process.kill()
-        process.wait()
-        peer.close()
     assert [(a["environ"], a["child"]) for a in answers] == [
         (traces[0], traces[0]),
         (traces[1], traces[1]),
