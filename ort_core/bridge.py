@@ -22,6 +22,10 @@ class Bridge(Protocol):
     worker or the process) so that ``invoke`` returns, and the next ``invoke`` starts afresh.
     It returns False, or is absent, when the handler runs in ORT's own process and cannot be
     stopped: the front end then sends the timeout itself and ends the sandbox.
+
+    A bridge whose worker sends its spans after its result (docs/worker-protocol.md) defines
+    ``receive_spans() -> None``, which reads them into that invocation's
+    ``context.worker_spans``: the pipeline calls it once the answer is delivered.
     """
 
     language: str

@@ -114,6 +114,7 @@ class Pipeline:
         self.timeout_margin_ms = timeout_margin_ms
         self.middlewares = list(middlewares)
         self._cancel_bridge: Callable[[], bool] | None = getattr(bridge, "cancel", None)
+        self._receive_spans: Callable[[], None] | None = getattr(bridge, "receive_spans", None)
         self._bridge_step = f"bridge:{bridge.language}"
         self._event_in_flight: Any = None
         self._cancel_in_flight: Callable[[], bool] | None = None
@@ -230,7 +231,10 @@ class Pipeline:
 
     def answered(self, context: Context) -> None:
         """The front end has delivered the answer: ``after_answer`` hooks run now, before it
-        takes the next event (when Lambda may freeze the sandbox), off the answer's latency."""
+        takes the next event (when Lambda may freeze the sandbox), off the answer's latency.
+        The worker's spans that follow its result are read first, for these hooks."""
+        if self._receive_spans is not None:
+            self._receive_spans()
         self.hooks.after_answer(context)
 
     def close(self) -> None:

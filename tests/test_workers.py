@@ -171,3 +171,60 @@ def test_a_worker_answer_stays_byte_exact_past_hooks_that_do_not_read_it(tmp_pat
     assert result.returncode == 0, result.stderr
     assert result.stdout == b'{"a":1,"b":[true]}\n'  # Node's own bytes, not re-encoded
     assert b"seen " in result.stderr
+
+
+# A worker that announces spans after each result, then sends them, something else, or nothing.
+SPANS_WORKER = r"""
+import json, os, socket, sys
+
+channel = socket.socket(socket.AF_UNIX)
+channel.connect(os.environ["ORT_WORKER_SOCKET"])
+reader = channel.makefile("rb")
+
+def send(header, body=b""):
+    head = json.dumps(header).encode()
+    channel.sendall(len(head).to_bytes(4, "big") + head + len(body).to_bytes(4, "big") + body)
+
+def part():
+    return reader.read(int.from_bytes(reader.read(4), "big"))
+
+send({"type": "ready"})
+while True:
+    header, _ = json.loads(part()), part()
+    answer = json.dumps({"pid": os.getpid()}).encode()
+    send({"type": "result", "id": header["id"], "ok": True, "spans_follow": True}, answer)
+    if sys.argv[1] == "spans":
+        send({"type": "spans", "id": header["id"]}, b'[{"name": "handler"}]')
+    elif sys.argv[1] == "another result":
+        send({"type": "result", "id": header["id"], "ok": True}, b"null")
+"""
+
+
+@pytest.mark.parametrize("sends", ["spans", "another result", "nothing"])
+def test_spans_that_follow_a_result_are_read_after_the_answer(tmp_path, monkeypatch, sends):
+    """The spans come after the answer; a worker that sends something else, or nothing within
+    the wait, loses them and is replaced, and no invocation fails for it."""
+    from ort_core.workers import process
+    from ort_core.workers.bridge import WorkerBridge
+
+    monkeypatch.setattr(process, "SPANS_WAIT_S", 0.3)
+    config = FunctionConfig(handler="app.handler", task_root=str(tmp_path), language="python")
+    bridge = WorkerBridge("python", [PYTHON, "-c", SPANS_WORKER, sends], config)
+    bridge.start()
+    descriptors = len(os.listdir("/proc/self/fd"))
+    try:
+        pids, spans = [], []
+        for _ in range(3):
+            context = Context("req", int(time.time() * 1000) + 30_000, config)
+            pids.append(json.loads(bridge.invoke({}, context))["pid"])
+            assert context.worker_spans == []  # not read before the answer
+            bridge.receive_spans()
+            spans.append(context.worker_spans)
+        if sends == "spans":
+            assert spans == [[{"name": "handler"}]] * 3 and len(set(pids)) == 1
+        else:
+            assert spans == [[], [], []] and len(set(pids)) == 3  # a fresh worker each time
+        assert len(os.listdir("/proc/self/fd")) == descriptors
+    finally:
+        bridge.stop()
+    assert [pid for pid, state in children_of(os.getpid()) if state != "Z"] == []

@@ -123,14 +123,27 @@ class WorkerBridge:
             raise FunctionError(
                 "Runtime.ExitError", f"the {self.language} worker answered {answer['type']!r}"
             )
-        spans = answer.get("spans")
-        if isinstance(spans, list):  # what an instrumenting preload recorded in the worker
-            context.worker_spans = spans
+        # what an instrumenting preload recorded in the worker: in a message of their own
+        # after the result (read after the answer, receive_spans), or in the result's header
+        if answer.get("spans_follow"):
+            self.worker.expect_spans(context.worker_spans)
+        else:
+            spans = answer.get("spans")
+            if isinstance(spans, list):
+                context.worker_spans = spans
         if answer.get("exiting"):  # the worker cannot go on: the next event gets a fresh one
             self.stop()
         if not answer.get("ok"):
             raise error_from_body(payload)
         return JSONBytes(payload)
+
+    def receive_spans(self) -> None:
+        """The spans the worker sends after its last result, into that invocation's
+        ``context.worker_spans``: the pipeline asks once the answer is delivered; a plugin
+        that needs them sooner may ask itself."""
+        worker = self.worker
+        if worker is not None:
+            worker.receive_spans()
 
     def _debug(self, header: dict[str, Any], context: Context) -> threading.Event | None:
         """Remote debugging (``_debugProxy``, ORT_ALLOW_DEBUG=1): relay the worker's inspector

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ort_core.workers.prelaunch import EarlyProcess
 
 _sockets = itertools.count()
+SPANS_WAIT_S = 2.0  # for a worker's spans after its result: it sends them at once
 
 
 class WorkerExited(Exception):
@@ -55,6 +56,7 @@ class Worker:
         self.channel: socket.socket | None = None
         self._killed = False
         self._reader: IO[bytes] | None = None
+        self._spans_into: list[Any] | None = None  # a ``spans`` message is due, for this list
         if early is not None:  # spawned first thing by ort bootstrap: see adopt()
             self.socket_path = early.socket_path
             self.command = list(early.args)
@@ -132,6 +134,8 @@ class Worker:
         """One request and its answer; WorkerExited when the worker ends meanwhile."""
         if self.channel is None or self._reader is None:
             raise WorkerExited("the worker is not connected")
+        if self._spans_into is not None:  # nobody asked for the last invocation's spans
+            self.receive_spans()
         try:
             write_message(self.channel, header, body)
             answer = read_message(self._reader)
@@ -149,9 +153,37 @@ class Worker:
                 self.exit_description() if self.process.returncode is not None else str(exc)
             ) from None
 
+    def expect_spans(self, into: list[Any]) -> None:
+        """The last ``result`` said a ``spans`` message follows it: ``receive_spans`` reads
+        it into ``into``, after the answer, or the next ``invoke`` does."""
+        self._spans_into = into
+
+    def receive_spans(self) -> None:
+        """Read the ``spans`` message due, if any. The worker sends it right after its
+        result; one that sends something else, or nothing within ``SPANS_WAIT_S``, is killed
+        (the next invocation starts a fresh one): its spans are lost, never an answer."""
+        into, self._spans_into = self._spans_into, None
+        if into is None or self.channel is None or self._reader is None:
+            return
+        try:
+            self.channel.settimeout(SPANS_WAIT_S)
+            header, body = read_message(self._reader)
+            self.channel.settimeout(None)
+            if header["type"] != "spans":
+                raise ProtocolError(f"sent {header['type']!r} where its spans were due")
+            spans = json.loads(body)
+        except (ProtocolError, OSError, ValueError) as exc:
+            if not self._killed:
+                self.log.warning("the worker's spans are lost (%s): stopping it", exc)
+                self.kill()
+            return
+        if isinstance(spans, list):
+            into.extend(spans)
+
     @property
     def alive(self) -> bool:
-        return self.channel is not None and self.process.poll() is None
+        """Connected, running and not killed (a killed process may not have exited yet)."""
+        return self.channel is not None and not self._killed and self.process.poll() is None
 
     def exit_description(self) -> str:
         code = self.process.returncode

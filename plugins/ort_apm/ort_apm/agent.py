@@ -40,7 +40,7 @@ from ort_core.invocation_env import InvocationVariable
 
 TYPE_CHECKING = False  # typing's own constant would import typing
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any
 
 log = logging.getLogger("ort.apm")
@@ -123,6 +123,7 @@ class Agent:
         self.margin_ms = 100
         self.in_process_python = False
         self.traceparent_variable: InvocationVariable | None = None  # in-process handlers'
+        self.receive_worker_spans: Callable[[], None] | None = None  # the bridge's, if any
         self._coldstart = True
         self._coldstart_lock = threading.Lock()
         self._configured = False
@@ -135,6 +136,7 @@ class Agent:
     def on_init(self, config: Any, bridge: Any) -> None:
         self._configure(config)
         self.language = getattr(bridge, "language", None)
+        self.receive_worker_spans = getattr(bridge, "receive_spans", None)
         self.handler = config.handler or self.handler
         # A Python handler in ORT's own process: no worker preload, so ORT records its spans.
         self.in_process_python = self.language == "python" and not hasattr(bridge, "spec")
@@ -245,6 +247,8 @@ class Agent:
         ended = _Ended(run, context, end_ns, error, timeout, recorded)
         exporter = self.exporter
         if timeout or self.settings.flush_before_answer or exporter is None:
+            if self.settings.flush_before_answer and not timeout and self.receive_worker_spans:
+                self.receive_worker_spans()  # they follow the result: not read yet
             self._record(ended)
             if exporter is not None and not exporter.idle():
                 exporter.flush(self._budget_s(context, timeout))

@@ -189,6 +189,20 @@ def test_worker_errors_and_timeouts_give_error_statuses_before_the_answer(case, 
 
 
 @pytest.mark.parametrize("case", case_params())
+def test_flush_before_answer_has_the_workers_spans_before_the_answer(case, start, receiver):
+    """The worker sends its spans after its result; with ``ORT_APM_FLUSH=before_answer``
+    ort-apm reads them before it exports, so they too are in before the answer."""
+    runtime = start_case(start, receiver, case, ORT_APM_FLUSH="before_answer")
+    for _ in range(2):
+        result = runtime.peer.invoke({})
+        assert result.kind == "response", (result.body, runtime.log)
+        trace_id, handler_id, _ = traceparent_ids(result.json()["traceparent"])
+        spans = trace(receiver, trace_id, count=3)
+        assert one(spans, span_id=handler_id)["name"] == CASES[case][2]["_HANDLER"]
+        assert max(span["received_ms"] for span in spans) <= result.received_ms
+
+
+@pytest.mark.parametrize("case", case_params())
 def test_an_unsampled_invocation_passes_its_flags_downstream_and_exports_no_span(
     case, start, receiver, downstream
 ):

@@ -153,6 +153,17 @@ export async function loadPreloads(taskRoot: string, list: string | undefined): 
   }
 }
 
+/** The spans' message body: ``[]`` when a preload recorded something JSON cannot encode (the
+ * result said they follow, so the message goes regardless). */
+export function spansBytes(spans: unknown[]): Uint8Array {
+  try {
+    return new TextEncoder().encode(JSON.stringify(spans));
+  } catch (error) {
+    console.error(`ORT: a preload's spans cannot be sent: ${error}`);
+    return new TextEncoder().encode("[]");
+  }
+}
+
 /** What a preload recorded during the invocation, out of ``globalThis.__ortSpans``, which is
  * emptied in place (the preload may keep a reference to it). */
 export function takeSpans(): unknown[] | undefined {

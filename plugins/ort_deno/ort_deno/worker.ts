@@ -12,6 +12,7 @@ import {
   loadPreloads,
   onUncaught,
   setTraceparent,
+  spansBytes,
   takeSpans,
 } from "./handler.ts";
 
@@ -125,7 +126,11 @@ async function main(): Promise<never> {
     if (inFlight === header.id) {
       inFlight = null;
       const spans = takeSpans();
-      await send(conn, { type: "result", id: header.id, ok, ...(spans && { spans }) }, answer);
+      // the spans in a message of their own, encoded once the answer is on its way
+      const result = { type: "result", id: header.id, ok, ...(spans && { spans_follow: true }) };
+      const sent = send(conn, result, answer);
+      if (spans) send(conn, { type: "spans", id: header.id }, spansBytes(spans));
+      await sent;
     }
   }
 }

@@ -73,14 +73,18 @@ def new_context(pipeline: Pipeline, traceparent: str | None) -> Context:
 
 
 def invoke(pipeline: Pipeline, event: object, traceparent: str | None = None):
+    """As a front end: the answer, then ``answered``, when the worker's spans are read."""
     context = new_context(pipeline, traceparent)
-    return json.loads(pipeline.invoke(json.dumps(event).encode(), context)), context
+    answer = json.loads(pipeline.invoke(json.dumps(event).encode(), context))
+    pipeline.answered(context)
+    return answer, context
 
 
 def invoke_error(pipeline: Pipeline, event: object, traceparent: str | None):
     context = new_context(pipeline, traceparent)
     with pytest.raises(FunctionError) as raised:
         pipeline.invoke(json.dumps(event).encode(), context)
+    pipeline.answered(context)
     return raised.value, context
 
 

@@ -214,6 +214,19 @@ function takeSpans() {
   return Array.isArray(spans) && spans.length ? spans.splice(0) : undefined;
 }
 
+// The spans, in a message of their own after the result: encoding them is off the answer's
+// path. The result said they follow, so a message goes even if they cannot be encoded.
+function sendSpans(socket, id, spans) {
+  let body;
+  try {
+    body = Buffer.from(JSON.stringify(spans));
+  } catch (error) {
+    console.error(`ORT: a preload's spans cannot be sent: ${error}`);
+    body = Buffer.from('[]');
+  }
+  send(socket, { type: 'spans', id }, body);
+}
+
 // -- remote debugging (ORT_ALLOW_DEBUG=1 and an event's _debugProxy) ------------------------
 
 // ORT relays the inspector to the developer's debugger (docs/deploy.md, "Remote debugging").
@@ -327,8 +340,9 @@ async function main() {
       inFlight = null;
       const result = { type: 'result', id: header.id, ok: answer[0] };
       const spans = takeSpans();
-      if (spans) result.spans = spans;
+      if (spans) result.spans_follow = true;
       send(socket, result, answer[1]);
+      if (spans) sendSpans(socket, header.id, spans);
     }
   });
   socket.on('close', () => process.exit(0));

@@ -67,9 +67,12 @@ def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
 
 
 def invoke(pipeline, event, traceparent: str | None = None) -> tuple[object, Context]:
+    """One invocation as a front end runs it: the answer, then ``answered`` (the worker's
+    spans follow its result, and are read then)."""
     context = Context("req-1", int(time.time() * 1000) + 30_000, pipeline.bridge.config)
     context.traceparent = traceparent
     answer = pipeline.invoke(json.dumps(event).encode(), context)
+    pipeline.answered(context)
     return json.loads(answer), context
 
 
@@ -94,6 +97,45 @@ def test_preloads_run_in_order_before_the_handler_and_see_the_traceparent(start,
     assert context.worker_spans == [
         {"name": "recorded", "traceparent": None, "answer": answer}  # env: undefined
     ]
+
+
+def test_spans_follow_the_result_and_are_read_after_the_answer(start, tmp_path):
+    """The answer does not wait for the spans: they arrive in a message of their own, read
+    once the answer is delivered, or by the next invocation when nobody asked."""
+    (tmp_path / "recorder.cjs").write_text(RECORDER)
+    pipeline = start({"index.js": HANDLER}, "index.handler", ["recorder.cjs"])
+    config = pipeline.bridge.config
+    first = Context("req-1", int(time.time() * 1000) + 30_000, config)
+    first.traceparent = TRACEPARENT
+    answer = json.loads(pipeline.invoke(b"{}", first))
+    assert first.worker_spans == []  # still on their way
+    pipeline.answered(first)
+    assert [span["answer"] for span in first.worker_spans] == [answer]
+
+    second, third = (Context(f"req-{n}", int(time.time() * 1000) + 30_000, config) for n in (2, 3))
+    second_answer = json.loads(pipeline.invoke(b"{}", second))  # no answered(): never read...
+    third_answer = json.loads(pipeline.invoke(b"{}", third))  # ...until the next invocation
+    assert [span["answer"] for span in second.worker_spans] == [second_answer]
+    pipeline.answered(third)
+    assert [span["answer"] for span in third.worker_spans] == [third_answer]
+
+
+def test_spans_that_cannot_be_encoded_are_dropped_and_the_worker_goes_on(start, tmp_path):
+    (tmp_path / "bigint.cjs").write_text(
+        "globalThis.__ortSpans = [];\n"
+        "globalThis.__ortAroundHandler = async (context, call) => {\n"
+        "  globalThis.__ortSpans.push({ name: 'bad', start: 1n });\n"
+        "  return call();\n"
+        "};\n"
+    )
+    pipeline = start({"index.js": HANDLER}, "index.handler", ["bigint.cjs"])
+    pids = set()
+    for _ in range(2):
+        answer, context = invoke(pipeline, {}, TRACEPARENT)
+        assert answer["traceparent"] == TRACEPARENT
+        assert context.worker_spans == []
+        pids.add(pipeline.bridge.worker.process.pid)
+    assert len(pids) == 1  # the same worker: nothing broke
 
 
 def test_without_a_preload_there_are_no_spans(start):
@@ -301,4 +343,5 @@ def invoke_error(pipeline, url: str) -> tuple[FunctionError, Context]:
     context.traceparent = TRACEPARENT
     with pytest.raises(FunctionError) as raised:
         pipeline.invoke(json.dumps({"url": url}).encode(), context)
+    pipeline.answered(context)
     return raised.value, context

@@ -343,6 +343,16 @@ def load_preloads(value: str) -> None:
             ) from None
 
 
+def spans_json(spans: list[Any]) -> bytes:
+    """The spans' message body; ``[]`` when a preload recorded something that is not JSON
+    (the result said they follow, so the message goes regardless)."""
+    try:
+        return json.dumps(spans).encode()
+    except (TypeError, ValueError) as exc:
+        print(f"ort-python worker: spans dropped: {exc}", file=sys.stderr)
+        return b"[]"
+
+
 def take_spans() -> list[Any] | None:
     """What a preload recorded during the invocation, out of ``builtins.__ort_spans__`` (a
     list, emptied in place: the preload may keep a reference to it)."""
@@ -415,14 +425,11 @@ def main() -> int:
         result: dict[str, Any] = {"type": "result", "id": header.get("id"), "ok": ok}
         spans = take_spans()
         if spans:
-            result["spans"] = spans
+            result["spans_follow"] = True  # encoded after the answer went out
         try:
-            try:
-                send(channel, result, answer)
-            except (TypeError, ValueError) as exc:  # spans that are not JSON: sent without
-                print(f"ort-python worker: spans dropped: {exc}", file=sys.stderr)
-                del result["spans"]
-                send(channel, result, answer)
+            send(channel, result, answer)
+            if spans:
+                send(channel, {"type": "spans", "id": header.get("id")}, spans_json(spans))
         except OSError:
             return 0  # ORT stopped waiting (the sandbox is ending)
         TRACE_ID.own()  # once, after the first answer: ctypes' import is off the cold start

@@ -83,14 +83,18 @@ def new_context(pipeline, traceparent: str | None) -> Context:
 
 
 def invoke(pipeline, event, traceparent: str | None = None) -> tuple[object, Context]:
+    """As a front end: the answer, then ``answered``, when the worker's spans are read."""
     context = new_context(pipeline, traceparent)
-    return json.loads(pipeline.invoke(json.dumps(event).encode(), context)), context
+    answer = json.loads(pipeline.invoke(json.dumps(event).encode(), context))
+    pipeline.answered(context)
+    return answer, context
 
 
 def invoke_error(pipeline, event, traceparent: str | None) -> tuple[FunctionError, Context]:
     context = new_context(pipeline, traceparent)
     with pytest.raises(FunctionError) as raised:
         pipeline.invoke(json.dumps(event).encode(), context)
+    pipeline.answered(context)
     return raised.value, context
 
 
@@ -115,6 +119,33 @@ def test_preloads_run_in_order_before_the_handler_and_see_the_traceparent(start,
     assert context.worker_spans == [
         {"name": "recorded", "traceparent": None, "env": None, "answer": answer}
     ]
+
+
+def test_spans_follow_the_result_and_unencodable_ones_are_dropped(start, tmp_path):
+    """The spans come after the result, read once the answer is delivered; spans JSON cannot
+    encode are dropped, and the same worker answers the next invocation."""
+    (tmp_path / "recorder.py").write_text(RECORDER)
+    (tmp_path / "bad.py").write_text(
+        "import builtins\n"
+        "def around(context, call):\n"
+        "    builtins.__ort_spans__.append({'name': 'bad', 'ids': {1, 2}})  # a set\n"
+        "    return call()\n"
+        "builtins.__ort_around_handler__ = around\n"
+    )
+    pipeline = start({"app.py": HANDLER}, "app.handler", ["recorder.py"])
+    context = new_context(pipeline, TRACEPARENT)
+    answer = json.loads(pipeline.invoke(b"{}", context))
+    assert context.worker_spans == []  # still on their way
+    pipeline.answered(context)
+    assert [span["answer"] for span in context.worker_spans] == [answer]
+
+    pipeline = start({"app.py": HANDLER}, "app.handler", ["recorder.py", "bad.py"])
+    pids = set()
+    for _ in range(2):
+        answer, context = invoke(pipeline, {}, TRACEPARENT)
+        assert answer["traceparent"] == TRACEPARENT and context.worker_spans == []
+        pids.add(pipeline.bridge.worker.process.pid)
+    assert len(pids) == 1
 
 
 def test_without_a_preload_there_are_no_spans(start):

@@ -2,10 +2,11 @@
 // ort-apm's preload for ORT's Node worker (ORT_PRELOAD, docs/worker-protocol.md, "Preloads
 // and spans"): times the handler and its outgoing HTTP calls (http, https and anything built
 // on them, global fetch) and leaves the spans in globalThis.__ortSpans, which the worker sends
-// to ORT with the invocation's result. No OpenTelemetry SDK: spans are plain objects, OTLP-like.
+// to ORT after the invocation's result. No OpenTelemetry SDK: spans are OTLP-like objects.
 // Only invocations with a traceparent (the handler span's context, from ORT) are traced.
-// Times are epoch nanoseconds as decimal strings (a JS number cannot hold them exactly).
-// Cheap to load: http is patched once something loads it, never loaded here.
+// While the handler runs, a span takes monotonic readings only; its JSON (toJSON, encoded
+// after the result is sent) has epoch nanoseconds as decimal strings (a JS number cannot hold
+// them exactly). Cheap to load: http is patched once something loads it, never loaded here.
 
 if (!globalThis.__ortAroundHandler) {
   const spans = (globalThis.__ortSpans = globalThis.__ortSpans || []);
@@ -16,7 +17,7 @@ if (!globalThis.__ortAroundHandler) {
   let current = null; // the handler's span, while it runs
   let flags = '01'; // the invocation's trace flags (sampled or not), passed on downstream
   // Epoch nanoseconds: the monotonic clock plus an origin, which each reading of Date.now()
-  // (milliseconds) bounds within a millisecond. The bounds tighten with every timestamp and
+  // (milliseconds) bounds within a millisecond. The bounds tighten with every invocation and
   // every require() (the handler's loading spreads them over milliseconds), and the origin is
   // their middle: a fraction of a millisecond off at first, microseconds soon. Node's
   // `performance` is a millisecond off, and costs more to load than this file.
@@ -38,10 +39,8 @@ if (!globalThis.__ortAroundHandler) {
     }
   };
   sample();
-  const now = () => {
-    sample();
-    return ((low + high) / 2n + mono()).toString();
-  };
+  /** A monotonic reading as epoch nanoseconds, a decimal string. */
+  const epoch = (reading) => ((low + high) / 2n + reading).toString();
   const hex32 = () => (Math.random() * 0x100000000 >>> 0).toString(16).padStart(8, '0');
   const spanId = () => {
     const id = hex32() + hex32();
@@ -49,9 +48,37 @@ if (!globalThis.__ortAroundHandler) {
   };
   const messageOf = (error) => (error instanceof Error ? error.message : String(error));
 
+  class Span {
+    constructor(traceId, spanId, parentSpanId, name, kind, attributes) {
+      this.traceId = traceId;
+      this.spanId = spanId;
+      this.parentSpanId = parentSpanId;
+      this.name = name;
+      this.kind = kind;
+      this.start = mono();
+      this.end = null;
+      this.attributes = attributes;
+      this.status = { code: 'unset', message: '' };
+    }
+
+    toJSON() {
+      return {
+        traceId: this.traceId,
+        spanId: this.spanId,
+        parentSpanId: this.parentSpanId,
+        name: this.name,
+        kind: this.kind,
+        startTimeUnixNano: epoch(this.start),
+        endTimeUnixNano: epoch(this.end === null ? mono() : this.end),
+        attributes: this.attributes,
+        status: this.status,
+      };
+    }
+  }
+
   const finish = (span) => {
-    if (span.endTimeUnixNano !== null) return;
-    span.endTimeUnixNano = now();
+    if (span.end !== null) return;
+    span.end = mono();
     open.delete(span);
     spans.push(span);
   };
@@ -74,56 +101,52 @@ if (!globalThis.__ortAroundHandler) {
     const https = protocol === 'https:';
     const address = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
     const shown = port === (https ? 443 : 80) ? address : `${address}:${port}`;
-    const span = {
-      traceId: current.traceId,
-      spanId: spanId(),
-      parentSpanId: current.spanId,
-      name: method,
-      kind: 'client',
-      startTimeUnixNano: now(),
-      endTimeUnixNano: null,
-      attributes: {
-        'http.request.method': method,
-        'url.full': `${protocol}//${shown}${target}`,
-        'server.address': host.replace(/^\[|\]$/g, ''),
-        'server.port': port,
-      },
-      status: { code: 'unset', message: '' },
-    };
+    const span = new Span(current.traceId, spanId(), current.spanId, method, 'client', {
+      'http.request.method': method,
+      'url.full': `${protocol}//${shown}${target}`,
+      'server.address': host.replace(/^\[|\]$/g, ''),
+      'server.port': port,
+    });
     open.add(span);
     return span;
   };
   const header = (span) => `00-${span.traceId}-${span.spanId}-${flags}`;
 
-  // The seam: ORT's worker calls this around the handler (`call` runs it) when it is defined.
-  globalThis.__ortAroundHandler = async (context, call) => {
+  const ended = (span) => {
+    sample(); // once per invocation, so that its spans share one origin
+    current = null;
+    for (const client of open) finish(client); // still running: ended with the invocation
+    finish(span);
+  };
+
+  // The seam: ORT's worker calls this around the handler (`call` runs it, and returns its
+  // promise) when it is defined. Not an async function: one promise reaction, no more.
+  globalThis.__ortAroundHandler = (context, call) => {
     const match = TRACEPARENT.exec(context.traceparent || '');
     if (match === null) return call();
     if (!patched && httpLoaded()) patchHttp(); // loaded by an ES module's import
-    const span = {
-      traceId: match[1],
-      spanId: match[2],
-      parentSpanId: null, // ORT's invocation span: ORT sets it
-      name: NAME,
-      kind: 'internal',
-      startTimeUnixNano: now(),
-      endTimeUnixNano: null,
-      attributes: { 'code.function.name': NAME },
-      status: { code: 'unset', message: '' },
-    };
+    // parent null: ORT's invocation span, which ORT sets
+    const span = new Span(match[1], match[2], null, NAME, 'internal', { 'code.function.name': NAME });
     current = span;
     flags = match[3];
+    let running;
     try {
-      return await call();
+      running = Promise.resolve(call());
     } catch (error) {
-      span.status = { code: 'error', message: messageOf(error) };
-      span.attributes['error.type'] = (error && error.name) || typeof error;
-      throw error;
-    } finally {
-      current = null;
-      for (const client of open) finish(client); // still running: ended with the invocation
-      finish(span);
+      running = Promise.reject(error);
     }
+    return running.then(
+      (value) => {
+        ended(span);
+        return value;
+      },
+      (error) => {
+        span.status = { code: 'error', message: messageOf(error) };
+        span.attributes['error.type'] = (error && error.name) || typeof error;
+        ended(span);
+        throw error;
+      },
+    );
   };
 
   // -- http and https: every ClientRequest stores its headers once, before sending them ----------
