@@ -242,6 +242,43 @@ function openInspector(port) {
   }
 }
 
+// -- TRACEPARENT, each invocation's own ---------------------------------------------------
+
+// process.env shows the invocation's TRACEPARENT without setenv(): glibc keeps every value
+// setenv() was ever given (about 120 bytes an invocation, never freed), and the call costs
+// microseconds on the answer's path. A Proxy over the real environment adds the variable to
+// what JavaScript sees: reads, `in`, keys, spreads, and the environment of child processes
+// spawned with process.env (child_process's default). C code calling getenv() does not see it.
+function invocationEnv(real) {
+  const NAME = 'TRACEPARENT';
+  let value = null; // this invocation's, unless the function set its own
+  const shown = (key) => key === NAME && value !== null;
+  const env = new Proxy(real, {
+    get: (target, key) => (shown(key) ? value : Reflect.get(target, key)),
+    has: (target, key) => shown(key) || Reflect.has(target, key),
+    ownKeys: (target) => {
+      const keys = Reflect.ownKeys(target);
+      return value !== null && !keys.includes(NAME) ? [...keys, NAME] : keys;
+    },
+    getOwnPropertyDescriptor: (target, key) => (shown(key)
+      ? { value, writable: true, enumerable: true, configurable: true }
+      : Reflect.getOwnPropertyDescriptor(target, key)),
+    set: (target, key, newValue) => {
+      if (key === NAME) value = null; // the function's own value, in the real environment
+      return Reflect.set(target, key, newValue);
+    },
+    deleteProperty: (target, key) => {
+      if (key === NAME) value = null;
+      return Reflect.deleteProperty(target, key);
+    },
+    defineProperty: (target, key, descriptor) => {
+      if (key === NAME) value = null;
+      return Reflect.defineProperty(target, key, descriptor);
+    },
+  });
+  return { env, set: (traceparent) => { value = traceparent; } };
+}
+
 // -- invoking it ------------------------------------------------------------------------------
 
 function makeContext(fields) {
@@ -278,7 +315,9 @@ function callHandler(handler, event, context) {
 
 async function main() {
   levelConsole(process.env.AWS_LAMBDA_LOG_LEVEL);
-  delete process.env.TRACEPARENT; // each invocation's own, set only while it runs
+  delete process.env.TRACEPARENT; // each invocation's own, shown only while it runs
+  const traceparentEnv = invocationEnv(process.env);
+  process.env = traceparentEnv.env; // before the preloads and the handler take it
   const socket = net.connect(process.env.ORT_WORKER_SOCKET);
   await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
   let handler;
@@ -325,7 +364,7 @@ async function main() {
       const call = () => callHandler(handler, event, context);
       // The trace context of the handler's span, for code with its own OpenTelemetry SDK.
       traceparent = typeof context.traceparent === 'string' ? context.traceparent : null;
-      if (traceparent !== null) process.env.TRACEPARENT = traceparent;
+      if (traceparent !== null) traceparentEnv.set(traceparent);
       // The seam for an instrumenting preload: it calls `call` and returns what it returns.
       const around = globalThis.__ortAroundHandler;
       const result = await (typeof around === 'function' ? around(context, call) : call());
@@ -333,7 +372,7 @@ async function main() {
     } catch (error) {
       answer = [false, Buffer.from(JSON.stringify(describe(error)))];
     }
-    if (traceparent !== null) delete process.env.TRACEPARENT;
+    if (traceparent !== null) traceparentEnv.set(null);
     await written(process.stdout);
     await written(process.stderr);
     if (inFlight === header.id) {

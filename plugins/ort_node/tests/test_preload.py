@@ -138,6 +138,54 @@ def test_spans_that_cannot_be_encoded_are_dropped_and_the_worker_goes_on(start, 
     assert len(pids) == 1  # the same worker: nothing broke
 
 
+ENVIRONMENT = """
+const { execFileSync } = require('node:child_process');
+exports.handler = async (event) => {
+  const seen = {
+    read: process.env.TRACEPARENT ?? null,
+    in: 'TRACEPARENT' in process.env,
+    keys: Object.keys(process.env).includes('TRACEPARENT'),
+    spread: { ...process.env }.TRACEPARENT ?? null,
+    child: execFileSync('sh', ['-c', 'echo "${TRACEPARENT-unset}"']).toString().trim(),
+    // the C environment (what setenv() changes), as Node's diagnostic report reads it
+    setenv: process.report.getReport().environmentVariables.TRACEPARENT ?? null,
+  };
+  if (event.own) process.env.TRACEPARENT = event.own;
+  return seen;
+};
+"""
+
+
+def test_the_traceparent_is_in_process_env_and_childrens_without_setenv(start):
+    """JavaScript and spawned children see the invocation's TRACEPARENT, only while it runs,
+    and the C environment never gets it: setenv() keeps every value it is given, for good."""
+    pipeline = start({"index.js": ENVIRONMENT}, "index.handler", [])
+    traced = {
+        "read": TRACEPARENT,
+        "in": True,
+        "keys": True,
+        "spread": TRACEPARENT,
+        "child": TRACEPARENT,
+        "setenv": None,
+    }
+    untraced = {"read": None, "in": False, "keys": False, "spread": None, "child": "unset"}
+    assert invoke(pipeline, {}, TRACEPARENT)[0] == traced
+    assert invoke(pipeline, {})[0] == {**untraced, "setenv": None}
+    # the function's own value is its own, as any variable it sets; a traced invocation
+    # shows its TRACEPARENT over it
+    own = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    assert invoke(pipeline, {"own": own}, TRACEPARENT)[0] == traced
+    assert invoke(pipeline, {})[0] == {
+        "read": own,
+        "in": True,
+        "keys": True,
+        "spread": own,
+        "child": own,
+        "setenv": own,
+    }
+    assert invoke(pipeline, {}, TRACEPARENT)[0] == {**traced, "setenv": own}
+
+
 def test_without_a_preload_there_are_no_spans(start):
     pipeline = start({"index.js": HANDLER}, "index.handler", [])
     answer, context = invoke(pipeline, {}, TRACEPARENT)
