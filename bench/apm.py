@@ -15,8 +15,9 @@ on 127.0.0.1, in the same run:
   recording without the export;
 - **ort-apm on, collector down**: enabled, its endpoint a closed port (backing off);
 
-and the same pair, off and on, for a Node handler (its worker loads ort-apm's preload, which
-times the handler in the worker and sends its span back with the answer).
+and the same, off, on and on with ``always_off``, for a Node handler (its worker loads
+ort-apm's preload, which times the handler in the worker and sends its span back after the
+answer).
 
 Also measured: the import cost of ort-apm's plugin when enabled, against http.client and (if
 importable here) OpenTelemetry's SDK and OTLP/HTTP exporter. Targets (issue 7): under 30 ms
@@ -188,6 +189,13 @@ def runtimes(folder: str, receiver_port: int) -> list[Runtime]:
         Runtime("ort-apm on, collector down", bootstrap, down, folder, REFERENCE),
         Runtime(NODE_REFERENCE, bootstrap, node, folder, NODE_REFERENCE),
         Runtime("node: ort-apm on", bootstrap, {**node, **endpoint}, folder, NODE_REFERENCE),
+        Runtime(
+            "node: ort-apm on, always_off",
+            bootstrap,
+            {**node, **endpoint, "OTEL_TRACES_SAMPLER": "always_off"},
+            folder,
+            NODE_REFERENCE,
+        ),
     ]
 
 
