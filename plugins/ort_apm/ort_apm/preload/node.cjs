@@ -69,7 +69,7 @@ if (!globalThis.__ortAroundHandler) {
         name: this.name,
         kind: this.kind,
         startTimeUnixNano: epoch(this.start),
-        endTimeUnixNano: epoch(this.end === null ? mono() : this.end),
+        endTimeUnixNano: epoch(this.end), // ended: only finished spans are sent
         attributes: this.attributes,
         status: this.status,
       };
