@@ -75,9 +75,11 @@ class Context:
         # request (the gateway hands a CloudEvent request over as a CloudEvent).
         self.signature = config.signature
         # For telemetry plugins: the steps the pipeline ran (``pipeline.Step``), the W3C
-        # trace context a plugin gives the handler, and the spans a worker sent back.
+        # trace context a plugin gives the handler, the handler's run as its worker timed it
+        # (epoch ns, start and end: a traced invocation's), and the spans a worker sent back.
         self.steps: list[Any] = []
         self.traceparent: str | None = None
+        self.handler_ns: tuple[int, int] | None = None
         self.worker_spans: list[dict[str, Any]] = []
         # The event's ``_debugProxy`` (host:port), when ORT_ALLOW_DEBUG=1 lets it through.
         self.debug_proxy: str | None = None

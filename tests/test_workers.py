@@ -173,6 +173,65 @@ def test_a_worker_answer_stays_byte_exact_past_hooks_that_do_not_read_it(tmp_pat
     assert b"seen " in result.stderr
 
 
+# A worker that reports the handler's run, as asked (time_handler), on a clock given by argv:
+# ORT's monotonic one, or one ten seconds ahead (not the same clock).
+TIMING_WORKER = r"""
+import json, os, socket, sys, time
+
+channel = socket.socket(socket.AF_UNIX)
+channel.connect(os.environ["ORT_WORKER_SOCKET"])
+reader = channel.makefile("rb")
+
+def send(header, body=b""):
+    head = json.dumps(header).encode()
+    channel.sendall(len(head).to_bytes(4, "big") + head + len(body).to_bytes(4, "big") + body)
+
+def part():
+    return reader.read(int.from_bytes(reader.read(4), "big"))
+
+ahead = int(sys.argv[1])
+send({"type": "ready"})
+while True:
+    header, _ = json.loads(part()), part()
+    started = time.monotonic_ns() + ahead
+    time.sleep(0.01)
+    result = {"type": "result", "id": header["id"], "ok": True}
+    if header.get("time_handler"):
+        result["handler_ns"] = [str(started), time.monotonic_ns() + ahead]
+    send(result, json.dumps(header.get("time_handler", False)).encode())
+"""
+
+
+@pytest.mark.parametrize("ahead_s", [0, 10])
+def test_a_traced_invocation_has_the_handlers_run_as_its_worker_timed_it(tmp_path, ahead_s):
+    """ORT asks the worker to time a traced invocation's handler, and turns its monotonic
+    readings into epoch times, within the bridge call; readings that do not fall within it
+    are another clock's, and dropped. An untraced invocation is not timed."""
+    from ort_core.workers.bridge import WorkerBridge
+
+    config = FunctionConfig(handler="app.handler", task_root=str(tmp_path), language="python")
+    bridge = WorkerBridge("python", [PYTHON, "-c", TIMING_WORKER, str(ahead_s * 10**9)], config)
+    bridge.start()
+    try:
+        context = Context("req", int(time.time() * 1000) + 30_000, config)
+        context.traceparent = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+        before = time.time_ns()
+        assert json.loads(bridge.invoke({}, context)) is True
+        after = time.time_ns()
+        if ahead_s:
+            assert context.handler_ns is None
+        else:
+            assert context.handler_ns is not None
+            start, end = context.handler_ns
+            assert before < start < end < after and end - start >= 10_000_000
+
+        untraced = Context("req-2", int(time.time() * 1000) + 30_000, config)
+        assert json.loads(bridge.invoke({}, untraced)) is False
+        assert untraced.handler_ns is None
+    finally:
+        bridge.stop()
+
+
 # A worker that announces spans after each result, then sends them, something else, or nothing.
 SPANS_WORKER = r"""
 import json, os, socket, sys

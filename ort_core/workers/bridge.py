@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,6 +43,20 @@ def context_header(context: Context) -> dict[str, Any]:
         "clientContext": client_context.raw if client_context is not None else None,
         "traceparent": context.traceparent,
     }
+
+
+def handler_epoch_ns(readings: Any, sent: int, received: int) -> tuple[int, int] | None:
+    """A worker's ``handler_ns`` (its monotonic clock's start and end of the handler, numbers
+    or decimal strings) as epoch nanoseconds; None unless they fall between ORT's own readings
+    around the call, as readings of the same clock do."""
+    try:
+        start, end = int(readings[0]), int(readings[1])
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    if not sent <= start <= end <= received:
+        return None
+    offset = time.time_ns() - time.monotonic_ns()
+    return start + offset, end + offset
 
 
 class WorkerBridge:
@@ -107,6 +122,10 @@ class WorkerBridge:
         }
         body = event_bytes(event, context)
         answered = self._debug(header, context) if context.debug_proxy else None
+        traced = context.traceparent is not None
+        if traced:  # the worker times the handler, for the handler's span
+            header["time_handler"] = True
+            sent = time.monotonic_ns()
         try:
             answer, payload = self.worker.invoke(header, body)
         except WorkerExited as exc:
@@ -123,6 +142,8 @@ class WorkerBridge:
             raise FunctionError(
                 "Runtime.ExitError", f"the {self.language} worker answered {answer['type']!r}"
             )
+        if traced and "handler_ns" in answer:
+            context.handler_ns = handler_epoch_ns(answer["handler_ns"], sent, time.monotonic_ns())
         # what an instrumenting preload recorded in the worker: in a message of their own
         # after the result (read after the answer, receive_spans), or in the result's header
         if answer.get("spans_follow"):

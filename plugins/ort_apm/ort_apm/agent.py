@@ -3,9 +3,10 @@
 ``observe_event`` opens a *run* (one pass of the pipeline: an invocation, or one record of a
 batch) and gives the handler its trace context; ``after_response``, ``on_error`` and
 ``on_timeout`` close it: they build the invocation's SERVER span, a span for each step the
-pipeline recorded (``context.steps``: executable middlewares, the bridge call), the spans the
-worker sent back (``context.worker_spans``) or, for a Python handler in ORT's own process, the
-handler span and its outgoing HTTP spans recorded here. The export, within a budget, waits for
+pipeline recorded (``context.steps``: executable middlewares, the bridge call), the handler
+span (timed by its worker, ``context.handler_ns``), the spans the worker sent back
+(``context.worker_spans``) or, for a Python handler in ORT's own process, its outgoing HTTP
+spans recorded here. The export, within a budget, waits for
 ``after_answer``: after the answer is delivered and before the next event is taken, which is
 when Lambda may freeze the sandbox (``ORT_APM_FLUSH=before_answer`` exports before the answer;
 a timeout exports in ``on_timeout``, before the worker is killed).
@@ -88,6 +89,7 @@ class _Ended:
         "context",
         "end_ns",
         "error",
+        "handler_ns",
         "recorded",
         "run",
         "steps",
@@ -105,6 +107,7 @@ class _Ended:
         self.timeout = timeout
         self.recorded = recorded
         self.steps = context.steps[run.steps_from :]
+        self.handler_ns = context.handler_ns
         self.worker_spans = context.worker_spans  # begin() replaces the list, never clears it
 
 
@@ -219,6 +222,7 @@ class Agent:
                 run.coldstart, self._coldstart = self._coldstart, False
         context.traceparent = traceparent(run.trace_id, run.handler_id, run.sampled)
         context.worker_spans = []  # a batch's previous record left its own
+        context.handler_ns = None
         if self.in_process_python:
             run.recorder = inprocess.Recorder(run.trace_id, run.handler_id, run.sampled)
             self.traceparent_variable.set(context.traceparent)  # type: ignore[union-attr]
@@ -367,28 +371,20 @@ class Agent:
                     bridge = span
                     handler_running = True
         handler_parent = bridge.span_id if bridge is not None else run.server_id
-        worker_spans = ended.worker_spans if not timeout else []
-        if worker_spans:
-            for raw in worker_spans[:MAX_WORKER_SPANS]:
-                span = from_worker(raw, trace_id)
-                if span is None:
-                    continue
-                if span.span_id == run.handler_id or span.parent_id is None:
-                    span.parent_id = handler_parent
-                spans.append(span)
-        elif bridge is not None and (self.in_process_python or handler_running):
-            # the handler span the worker would have sent: in ORT's process, or cut at the
-            # deadline (the worker's spans died with it)
-            attributes = {"code.function.name": self.handler}
+        timed = ended.handler_ns if not timeout else None
+        if bridge is not None and (timed or self.in_process_python or handler_running):
+            # the handler's span: timed by its worker, else (in ORT's process, or cut at the
+            # deadline, the worker gone) as long as the bridge call
+            start, end = timed or (bridge.start_ns, bridge.end_ns)
             handler = Span(
                 trace_id,
                 run.handler_id,
                 handler_parent,
                 self.handler,
                 KIND_INTERNAL,
-                bridge.start_ns,
-                bridge.end_ns,
-                attributes,
+                start,
+                end,
+                {"code.function.name": self.handler},
             )
             if handler_running:
                 handler.attributes["error.type"] = "Sandbox.Timedout"
@@ -398,6 +394,16 @@ class Agent:
                 handler.fail(f"{error.error_type}: {error.message}")
             spans.append(handler)
             spans.extend(ended.recorded)
+        worker_spans = ended.worker_spans[:MAX_WORKER_SPANS] if not timeout else []
+        if worker_spans:
+            offset = time.time_ns() - time.monotonic_ns()
+            for raw in worker_spans:
+                span = from_worker(raw, trace_id, offset)
+                if span is None or (timed and span.span_id == run.handler_id):
+                    continue
+                if span.span_id == run.handler_id or span.parent_id is None:
+                    span.parent_id = handler_parent
+                spans.append(span)
         if timeout:
             server.attributes["error.type"] = "Sandbox.Timedout"
             server.fail(f"timed out after {(end_ns - run.start_ns) / 1e9:.2f} seconds")

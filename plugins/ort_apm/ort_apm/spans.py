@@ -114,11 +114,14 @@ class Span:
         )
 
 
-def from_worker(raw: object, trace_id: str) -> Span | None:
+def from_worker(raw: object, trace_id: str, monotonic_offset_ns: int = 0) -> Span | None:
     """A span a worker sent back (the worker protocol's ``spans``), or None when malformed.
 
     Ids must be hex of the right length; the trace id must be the invocation's (a worker has
-    no business reporting spans of another trace); attributes keep scalar values only.
+    no business reporting spans of another trace); attributes keep scalar values only. Times
+    are epoch nanoseconds, or readings of the monotonic clock ORT shares with its workers
+    (``startMonotonicNano``...), which ``monotonic_offset_ns`` (epoch minus monotonic) turns
+    into epoch times.
     """
     if not isinstance(raw, dict):
         return None
@@ -129,6 +132,10 @@ def from_worker(raw: object, trace_id: str) -> Span | None:
     if parent_id is not None and not is_span_id(parent_id):
         return None
     start, end = _nanos(raw.get("startTimeUnixNano")), _nanos(raw.get("endTimeUnixNano"))
+    if start is None and end is None:
+        start, end = _nanos(raw.get("startMonotonicNano")), _nanos(raw.get("endMonotonicNano"))
+        if start is not None and end is not None:
+            start, end = start + monotonic_offset_ns, end + monotonic_offset_ns
     if start is None or end is None:
         return None
     name = raw.get("name")
@@ -157,7 +164,7 @@ def from_worker(raw: object, trace_id: str) -> Span | None:
 
 
 def _nanos(value: object) -> int | None:
-    """Epoch nanoseconds: an integer, or its decimal string (JavaScript numbers cannot hold
+    """Nanoseconds: an integer, or its decimal string (JavaScript numbers cannot hold
     them exactly, so the Node and Deno preloads send strings, as OTLP's JSON does)."""
     if isinstance(value, str) and value.isdigit() and len(value) < 21:
         return int(value)

@@ -207,10 +207,12 @@ async function loadPreloads(list) {
   }
 }
 
-// What a preload recorded during the invocation: taken out of globalThis.__ortSpans, which is
+// What a preload recorded during the invocation, once the handler is done: what its
+// globalThis.__ortTakeSpans() returns, else the content of globalThis.__ortSpans, which is
 // emptied in place (the preload may keep a reference to it).
 function takeSpans() {
-  const spans = globalThis.__ortSpans;
+  const take = globalThis.__ortTakeSpans;
+  const spans = typeof take === 'function' ? take() : globalThis.__ortSpans;
   return Array.isArray(spans) && spans.length ? spans.splice(0) : undefined;
 }
 
@@ -354,6 +356,16 @@ async function main() {
     if (header.debug) openInspector(header.debug.port);
     let answer;
     let traceparent = null;
+    let started = null; // the handler's run on the monotonic clock, when ORT asks (time_handler)
+    let ended = null;
+    let spans;
+    let settled = false;
+    const settle = () => { // once the handler is done: its spans end by then, and it does
+      if (settled) return;
+      settled = true;
+      spans = takeSpans();
+      if (started !== null) ended = process.hrtime.bigint();
+    };
     try {
       const event = JSON.parse(body.toString());
       if (header.signature === 'cloudevent' && event && typeof event.data_base64 === 'string') {
@@ -367,9 +379,12 @@ async function main() {
       if (traceparent !== null) traceparentEnv.set(traceparent);
       // The seam for an instrumenting preload: it calls `call` and returns what it returns.
       const around = globalThis.__ortAroundHandler;
+      if (header.time_handler) started = process.hrtime.bigint();
       const result = await (typeof around === 'function' ? around(context, call) : call());
+      settle();
       answer = [true, Buffer.from(JSON.stringify(result === undefined ? null : result))];
     } catch (error) {
+      settle();
       answer = [false, Buffer.from(JSON.stringify(describe(error)))];
     }
     if (traceparent !== null) traceparentEnv.set(null);
@@ -378,7 +393,7 @@ async function main() {
     if (inFlight === header.id) {
       inFlight = null;
       const result = { type: 'result', id: header.id, ok: answer[0] };
-      const spans = takeSpans();
+      if (ended !== null) result.handler_ns = [String(started), String(ended)];
       if (spans) result.spans_follow = true;
       send(socket, result, answer[1]);
       if (spans) sendSpans(socket, header.id, spans);

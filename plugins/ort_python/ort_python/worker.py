@@ -212,9 +212,14 @@ def _json_default(value: Any) -> Any:
 
 
 def invoke(
-    caller: Any, body: bytes, fields: Mapping[str, Any], cloudevent: bool = False
+    caller: Any,
+    body: bytes,
+    fields: Mapping[str, Any],
+    cloudevent: bool = False,
+    timing: list[int] | None = None,
 ) -> tuple[bool, bytes]:
-    """(ok, the body of the result): the answer as JSON (bytes as they are), or the error."""
+    """(ok, the body of the result): the answer as JSON (bytes as they are), or the error.
+    ``timing``, when given, gets the handler's start and end on the monotonic clock."""
     try:
         event = json.loads(body)
     except ValueError as exc:
@@ -235,6 +240,8 @@ def invoke(
         TRACEPARENT.set(traceparent)
     # The seam for an instrumenting preload: it calls ``call`` and returns what it returns.
     around = getattr(builtins, "__ort_around_handler__", None)
+    if timing is not None:
+        timing.append(time.monotonic_ns())
     try:
         if around is None:
             result = caller.call(event, context)
@@ -245,6 +252,8 @@ def invoke(
     except Exception as exc:  # the preload's own failure
         return False, json.dumps(loading.describe_exception(exc).to_dict()).encode()
     finally:
+        if timing is not None:
+            timing.append(time.monotonic_ns())
         if traceparent:
             TRACEPARENT.set(None)
     if isinstance(result, bytes):
@@ -415,14 +424,18 @@ def main() -> int:
         if header.get("type") != "invoke":
             continue  # unknown types are for later versions of the protocol
         context = header.get("context")
+        timing: list[int] | None = [] if header.get("time_handler") else None
         ok, answer = invoke(
             caller,
             body,
             context if isinstance(context, Mapping) else {},
             cloudevent=header.get("signature") == "cloudevent",
+            timing=timing,
         )
         _flush_logs()
         result: dict[str, Any] = {"type": "result", "id": header.get("id"), "ok": ok}
+        if timing:
+            result["handler_ns"] = timing
         spans = take_spans()
         if spans:
             result["spans_follow"] = True  # encoded after the answer went out

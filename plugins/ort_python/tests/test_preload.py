@@ -253,17 +253,12 @@ def raises(event, context):
 """
 
 
-def check_spans(spans, server, method: str, path: str, status: int) -> dict:
-    """The handler span and one client span, with the right ids, parentage and attributes;
-    the server saw the client span's traceparent. Returns the client span."""
-    assert [s["kind"] for s in spans] == ["client", "internal"]
-    client, handler = spans
-    assert (handler["traceId"], handler["spanId"], handler["parentSpanId"]) == (
-        TRACE_ID,
-        SPAN_ID,
-        None,
-    )
-    assert client["name"] == method
+def check_spans(context, server, method: str, path: str, status: int) -> dict:
+    """One client span, with the right ids, parentage and attributes, within the handler's
+    run as the worker timed it (``context.handler_ns``); the server saw the client span's
+    traceparent. The handler's own span is ORT's to build. Returns the client span."""
+    [client] = context.worker_spans
+    assert client["kind"] == "client" and client["name"] == method
     assert client["traceId"] == TRACE_ID and client["parentSpanId"] == SPAN_ID
     assert len(client["spanId"]) == 16 and client["spanId"] not in (SPAN_ID, "0" * 16)
     assert client["attributes"] == {
@@ -275,7 +270,7 @@ def check_spans(spans, server, method: str, path: str, status: int) -> dict:
         **({"error.type": str(status)} if status >= 400 else {}),
     }
     assert client["status"]["code"] == ("error" if status >= 400 else "unset")
-    start, end = handler["startTimeUnixNano"], handler["endTimeUnixNano"]
+    start, end = context.handler_ns
     assert start <= client["startTimeUnixNano"] <= client["endTimeUnixNano"] <= end
     assert abs(start / 1e9 - time.time()) < 60
     seen = [r for r in server.requests if r[1] == path]
@@ -289,14 +284,11 @@ def test_apm_preload_traces_urllib(start, server):
     answer, context = invoke(pipeline, {"url": server.url + "/items?id=7"}, TRACEPARENT)
 
     assert answer == {"status": 200, "body": "hello"}
-    check_spans(context.worker_spans, server, "GET", "/items?id=7", 200)
-    assert context.worker_spans[1]["name"] == "calls.get"
-    assert context.worker_spans[1]["attributes"] == {"code.function.name": "calls.get"}
-    assert context.worker_spans[1]["status"] == {"code": "unset", "message": ""}
+    check_spans(context, server, "GET", "/items?id=7", 200)
 
     post = start({}, "calls.post", [PYTHON_PRELOAD])
     answer, context = invoke(post, {"url": server.url + "/submit"}, TRACEPARENT)
-    check_spans(context.worker_spans, server, "POST", "/submit", 200)
+    check_spans(context, server, "POST", "/submit", 200)
     assert server.requests[-1][2]["x-a"] == "1"  # the handler's own headers are kept
 
 
@@ -304,27 +296,26 @@ def test_apm_preload_errors_and_untraced_invocations(start, server):
     pipeline = start({"calls.py": CALLS}, "calls.not_found", [PYTHON_PRELOAD])
     answer, context = invoke(pipeline, {"url": server.url + "/status/404"}, TRACEPARENT)
     assert answer == 404
-    check_spans(context.worker_spans, server, "GET", "/status/404", 404)
+    check_spans(context, server, "GET", "/status/404", 404)
 
-    # Without a traceparent: no span, no header.
+    # Without a traceparent: no span, no header, no timing.
     answer, context = invoke(pipeline, {"url": server.url + "/status/404"})
-    assert context.worker_spans == []
+    assert context.worker_spans == [] and context.handler_ns is None
     assert "traceparent" not in server.requests[-1][2]
 
-    # A refused connection: the client span fails, and the handler span with it.
+    # A refused connection: the client span fails; a failed handler is still timed.
     refused = start({}, "calls.get", [PYTHON_PRELOAD])
     error, context = invoke_error(refused, {"url": "http://127.0.0.1:1/"}, TRACEPARENT)
     assert error.error_type == "URLError"
-    client, handler = context.worker_spans
+    [client] = context.worker_spans
     assert client["parentSpanId"] == SPAN_ID and client["status"]["code"] == "error"
     assert client["attributes"]["error.type"] == "ConnectionRefusedError"
     assert "http.response.status_code" not in client["attributes"]
-    assert handler["status"]["code"] == "error"
-    assert handler["attributes"]["error.type"] == "URLError"
+    start_ns, end_ns = context.handler_ns
+    assert start_ns <= client["startTimeUnixNano"] <= client["endTimeUnixNano"] <= end_ns
 
     raises = start({}, "calls.raises", [PYTHON_PRELOAD])
     error, context = invoke_error(raises, {"url": server.url}, TRACEPARENT)
-    client, handler = context.worker_spans
-    assert handler["status"] == {"code": "error", "message": "after the call"}
-    assert handler["attributes"]["error.type"] == "ValueError"
+    [client] = context.worker_spans
     assert client["attributes"]["http.response.status_code"] == 200
+    assert context.handler_ns is not None

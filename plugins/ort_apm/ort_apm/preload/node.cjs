@@ -1,46 +1,22 @@
 'use strict';
 // ort-apm's preload for ORT's Node worker (ORT_PRELOAD, docs/worker-protocol.md, "Preloads
-// and spans"): times the handler and its outgoing HTTP calls (http, https and anything built
-// on them, global fetch) and leaves the spans in globalThis.__ortSpans, which the worker sends
-// to ORT after the invocation's result. No OpenTelemetry SDK: spans are OTLP-like objects.
-// Only invocations with a traceparent (the handler span's context, from ORT) are traced.
-// While the handler runs, a span takes monotonic readings only; its JSON (toJSON, encoded
-// after the result is sent) has epoch nanoseconds as decimal strings (a JS number cannot hold
-// them exactly). Cheap to load: http is patched once something loads it, never loaded here.
+// and spans"): times the handler's outgoing HTTP calls (http, https and anything built on them,
+// global fetch), passes their trace context on, and hands their spans to the worker when the
+// handler is done (globalThis.__ortTakeSpans), which sends them to ORT after the result. The
+// handler itself is timed by the worker (time_handler), whose span ORT builds. No OpenTelemetry
+// SDK: spans are OTLP-like objects. Only invocations with a traceparent (the handler span's
+// context, from ORT) are traced, and an invocation without HTTP calls costs one assignment.
+// Times are readings of the monotonic clock (process.hrtime.bigint), which ORT shares and turns
+// into epoch times. Cheap to load: http is patched once something loads it, never loaded here.
 
 if (!globalThis.__ortAroundHandler) {
-  const spans = (globalThis.__ortSpans = globalThis.__ortSpans || []);
+  const spans = [];
   const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
-  const NAME = process.env._HANDLER || 'handler';
   const SPAN = Symbol('ort-apm span');
-  const open = new Set(); // client spans not ended yet: ended with the handler's span
-  let current = null; // the handler's span, while it runs
-  let flags = '01'; // the invocation's trace flags (sampled or not), passed on downstream
-  // Epoch nanoseconds: the monotonic clock plus an origin, which each reading of Date.now()
-  // (milliseconds) bounds within a millisecond. The bounds tighten with every invocation and
-  // every require() (the handler's loading spreads them over milliseconds), and the origin is
-  // their middle: a fraction of a millisecond off at first, microseconds soon. Node's
-  // `performance` is a millisecond off, and costs more to load than this file.
+  const open = new Set(); // client spans not ended yet: ended with the handler
+  let traceparent = null; // the handler span's context, while the handler runs
+  let handler = null; // its parts, [trace id, span id, flags], parsed at the first HTTP call
   const mono = process.hrtime.bigint;
-  let low = 0n; // the origin is in [low, high]
-  let high = 0n;
-  const sample = () => {
-    const before = mono();
-    const ms = BigInt(Date.now()) * 1000000n;
-    const after = mono();
-    const newLow = ms - after;
-    const newHigh = ms + 1000000n - before;
-    if (newLow > high || newHigh < low || high === 0n) { // the first, or the wall clock moved
-      low = newLow;
-      high = newHigh;
-    } else {
-      if (newLow > low) low = newLow;
-      if (newHigh < high) high = newHigh;
-    }
-  };
-  sample();
-  /** A monotonic reading as epoch nanoseconds, a decimal string. */
-  const epoch = (reading) => ((low + high) / 2n + reading).toString();
   const hex32 = () => (Math.random() * 0x100000000 >>> 0).toString(16).padStart(8, '0');
   const spanId = () => {
     const id = hex32() + hex32();
@@ -49,12 +25,11 @@ if (!globalThis.__ortAroundHandler) {
   const messageOf = (error) => (error instanceof Error ? error.message : String(error));
 
   class Span {
-    constructor(traceId, spanId, parentSpanId, name, kind, attributes) {
+    constructor(traceId, spanId, parentSpanId, name, attributes) {
       this.traceId = traceId;
       this.spanId = spanId;
       this.parentSpanId = parentSpanId;
       this.name = name;
-      this.kind = kind;
       this.start = mono();
       this.end = null;
       this.attributes = attributes;
@@ -67,9 +42,9 @@ if (!globalThis.__ortAroundHandler) {
         spanId: this.spanId,
         parentSpanId: this.parentSpanId,
         name: this.name,
-        kind: this.kind,
-        startTimeUnixNano: epoch(this.start),
-        endTimeUnixNano: epoch(this.end), // ended: only finished spans are sent
+        kind: 'client',
+        startMonotonicNano: String(this.start),
+        endMonotonicNano: String(this.end), // ended: only finished spans are sent
         attributes: this.attributes,
         status: this.status,
       };
@@ -96,12 +71,22 @@ if (!globalThis.__ortAroundHandler) {
     }
   };
 
+  /** The handler's [trace id, span id, flags] while it runs, else null. */
+  const tracing = () => {
+    if (traceparent === null) return null;
+    if (handler === null) {
+      const match = TRACEPARENT.exec(traceparent);
+      handler = match === null ? false : [match[1], match[2], match[3]];
+    }
+    return handler || null;
+  };
+
   /** A client span under the handler's, for METHOD on protocol//host:port, started now. */
-  const clientSpan = (method, protocol, host, port, target) => {
+  const clientSpan = (parent, method, protocol, host, port, target) => {
     const https = protocol === 'https:';
     const address = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
     const shown = port === (https ? 443 : 80) ? address : `${address}:${port}`;
-    const span = new Span(current.traceId, spanId(), current.spanId, method, 'client', {
+    const span = new Span(parent[0], spanId(), parent[1], method, {
       'http.request.method': method,
       'url.full': `${protocol}//${shown}${target}`,
       'server.address': host.replace(/^\[|\]$/g, ''),
@@ -110,43 +95,20 @@ if (!globalThis.__ortAroundHandler) {
     open.add(span);
     return span;
   };
-  const header = (span) => `00-${span.traceId}-${span.spanId}-${flags}`;
+  const header = (span, parent) => `00-${span.traceId}-${span.spanId}-${parent[2]}`;
 
-  const ended = (span) => {
-    sample(); // once per invocation, so that its spans share one origin
-    current = null;
-    for (const client of open) finish(client); // still running: ended with the invocation
-    finish(span);
-  };
-
-  // The seam: ORT's worker calls this around the handler (`call` runs it, and returns its
-  // promise) when it is defined. Not an async function: one promise reaction, no more.
+  // The seams: ORT's worker calls the first around the handler (`call` runs it and returns its
+  // promise), the second once the handler is done, for the spans to send.
   globalThis.__ortAroundHandler = (context, call) => {
-    const match = TRACEPARENT.exec(context.traceparent || '');
-    if (match === null) return call();
-    if (!patched && httpLoaded()) patchHttp(); // loaded by an ES module's import
-    // parent null: ORT's invocation span, which ORT sets
-    const span = new Span(match[1], match[2], null, NAME, 'internal', { 'code.function.name': NAME });
-    current = span;
-    flags = match[3];
-    let running;
-    try {
-      running = Promise.resolve(call());
-    } catch (error) {
-      running = Promise.reject(error);
-    }
-    return running.then(
-      (value) => {
-        ended(span);
-        return value;
-      },
-      (error) => {
-        span.status = { code: 'error', message: messageOf(error) };
-        span.attributes['error.type'] = (error && error.name) || typeof error;
-        ended(span);
-        throw error;
-      },
-    );
+    traceparent = typeof context.traceparent === 'string' ? context.traceparent : null;
+    handler = null;
+    if (traceparent !== null && !patched && httpLoaded()) patchHttp(); // loaded by an import
+    return call();
+  };
+  globalThis.__ortTakeSpans = () => {
+    traceparent = null;
+    for (const client of open) finish(client); // still running: ended with the handler
+    return spans;
   };
 
   // -- http and https: every ClientRequest stores its headers once, before sending them ----------
@@ -178,11 +140,13 @@ if (!globalThis.__ortAroundHandler) {
       return '';
     };
     proto._storeHeader = function _storeHeader(firstLine, headers) {
-      if (current !== null && this[SPAN] === undefined) {
+      const parent = this[SPAN] === undefined ? tracing() : null;
+      if (parent !== null) {
         try {
           const protocol = this.protocol || 'http:';
           const port = /:(\d+)$/.exec(hostOf(this, headers));
           const span = clientSpan(
+            parent,
             String(this.method || 'GET'),
             protocol,
             String(this.host || 'localhost'),
@@ -192,10 +156,10 @@ if (!globalThis.__ortAroundHandler) {
           this[SPAN] = span;
           if (Array.isArray(headers)) { // raw headers: flat [name, value...] or pairs
             headers = Array.isArray(headers[0])
-              ? [...headers, ['traceparent', header(span)]]
-              : [...headers, 'traceparent', header(span)];
+              ? [...headers, ['traceparent', header(span, parent)]]
+              : [...headers, 'traceparent', header(span, parent)];
           } else if (this.getHeader('traceparent') === undefined) {
-            this.setHeader('traceparent', header(span));
+            this.setHeader('traceparent', header(span, parent));
             if (headers == null) {
               const own = Object.getOwnPropertySymbols(this);
               headers = this[own.find((symbol) => symbol.description === 'kOutHeaders')];
@@ -223,7 +187,6 @@ if (!globalThis.__ortAroundHandler) {
   const Module = require('node:module');
   const load = Module._load;
   Module._load = function (request) {
-    sample();
     const exports = load.apply(this, arguments);
     if (!patched && typeof request === 'string' && request.includes('http') && httpLoaded()) {
       patchHttp();
@@ -235,7 +198,8 @@ if (!globalThis.__ortAroundHandler) {
   const fetch = globalThis.fetch;
   if (typeof fetch === 'function') {
     globalThis.fetch = function (input, init) {
-      if (current === null) return fetch.apply(this, arguments);
+      const parent = tracing();
+      if (parent === null) return fetch.apply(this, arguments);
       let span;
       let options;
       try {
@@ -251,6 +215,7 @@ if (!globalThis.__ortAroundHandler) {
         );
         const https = url.protocol === 'https:';
         span = clientSpan(
+          parent,
           method.toUpperCase(),
           url.protocol,
           url.hostname,
@@ -258,7 +223,7 @@ if (!globalThis.__ortAroundHandler) {
           url.pathname + url.search,
         );
         span.attributes['url.full'] = url.href;
-        if (!headers.has('traceparent')) headers.set('traceparent', header(span));
+        if (!headers.has('traceparent')) headers.set('traceparent', header(span, parent));
         options = { ...init, headers };
       } catch {
         if (span !== undefined) open.delete(span);

@@ -1,11 +1,13 @@
 """ort-apm's preload for ORT's Python worker (``ORT_PRELOAD``, docs/worker-protocol.md).
 
-Times the handler and its outgoing HTTP calls (``http.client``, so ``urllib.request`` and what
-else is built on it) and leaves the spans in ``builtins.__ort_spans__``, which the worker
-sends to ORT with the invocation's result. No OpenTelemetry SDK: spans are plain dicts,
-OTLP-like, times in epoch nanoseconds. Only invocations with a traceparent (the handler
-span's context, from ORT) are traced. Standard library only, and cheap: ``http.client`` is
-patched when something imports it, not imported here.
+Times the handler's outgoing HTTP calls (``http.client``, so ``urllib.request`` and what else
+is built on it), passes their trace context on, and leaves their spans in
+``builtins.__ort_spans__``, which the worker sends to ORT after the invocation's result. The
+handler itself is timed by the worker (``time_handler``), whose span ORT builds. No
+OpenTelemetry SDK: spans are plain dicts, OTLP-like, times in epoch nanoseconds. Only
+invocations with a traceparent (the handler span's context, from ORT) are traced. Standard
+library only, and cheap: ``http.client`` is patched when something imports it, not imported
+here.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ if TYPE_CHECKING:  # typing costs milliseconds to import: only for type checkers
     from typing import Any
 
 _HEX = frozenset("0123456789abcdef")
-_NAME = os.environ.get("_HANDLER") or "handler"
 
 spans: list[dict[str, Any]] = getattr(builtins, "__ort_spans__", None) or []
-_current: dict[str, Any] | None = None  # the handler's span, while it runs
+_current: tuple[str, str] | None = None  # the handler span's trace id and span id, while it runs
 _flags = "01"  # the invocation's trace flags (sampled or not), passed on downstream
 _open: dict[str, dict[str, Any]] = {}  # client spans not ended yet: ended with the handler's
 
@@ -55,7 +56,8 @@ def _span(trace_id: str, span_id: str, parent: str | None, name: str, kind: str)
 
 
 def around_handler(context: Any, call: Any) -> Any:
-    """The seam: ORT's worker calls this around the handler; ``call()`` runs it."""
+    """The seam: ORT's worker calls this around the handler; ``call()`` runs it. The
+    handler's outgoing calls are its children, and end with it at the latest."""
     global _current, _flags
     traceparent = getattr(context, "traceparent", None)
     if not (  # 00-<trace id>-<span id>-<flags>, lower-case hex
@@ -66,20 +68,14 @@ def around_handler(context: Any, call: Any) -> Any:
         and _HEX.issuperset(traceparent[3:35] + traceparent[36:52] + traceparent[53:])
     ):
         return call()
-    span = _span(traceparent[3:35], traceparent[36:52], None, _NAME, "internal")  # parent: ORT's
-    span["attributes"]["code.function.name"] = _NAME
-    _current = span
+    _current = (traceparent[3:35], traceparent[36:52])
     _flags = traceparent[53:]
     try:
         return call()
-    except BaseException as exc:
-        _fail(span, exc)
-        raise
     finally:
         _current = None
         for client in list(_open.values()):  # still running: ended with the invocation
             _finish(client)
-        _finish(span)
 
 
 # -- http.client --------------------------------------------------------------------------------
@@ -87,7 +83,7 @@ def around_handler(context: Any, call: Any) -> Any:
 
 def _client_span(connection: Any, method: str, url: str) -> dict[str, Any]:
     assert _current is not None
-    span = _span(_current["traceId"], os.urandom(8).hex(), _current["spanId"], method, "client")
+    span = _span(_current[0], os.urandom(8).hex(), _current[1], method, "client")
     https = getattr(connection, "default_port", 80) == 443
     tunnel = getattr(connection, "_tunnel_host", None)  # through a proxy: where it goes
     host = tunnel or connection.host
