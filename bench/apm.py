@@ -16,8 +16,8 @@ on 127.0.0.1, in the same run:
 - **ort-apm on, collector down**: enabled, its endpoint a closed port (backing off);
 
 and the same, off, on and on with ``always_off``, for a Node handler (its worker loads
-ort-apm's preload, which times the handler in the worker and sends its span back after the
-answer).
+ort-apm's preload, and times the handler for ORT, which builds its span: with no HTTP call,
+the worker sends nothing but its result).
 
 Also measured: the import cost of ort-apm's plugin when enabled, against http.client and (if
 importable here) OpenTelemetry's SDK and OTLP/HTTP exporter. Targets (issue 7): under 30 ms
@@ -29,7 +29,9 @@ A few microseconds are the whole difference, on a shared machine: the warm measu
 repeated (``--repeats``, fresh processes each time), and the added p50 is given over all
 samples, then as the median and range of the repeats. The **cycle** column is the other side:
 invocations back to back, wall time over count, so what a runtime does between its answer
-and its next ``/next`` shows there.
+and its next ``/next`` shows there. The **CPU** columns are the work itself: the runtime's
+and its worker's CPU time per warm invocation (the scheduler's accounting, answer and export
+included), which the machine's idle states and scheduling do not blur as they blur latency.
 
     python bench/apm.py [--runs 20] [--invocations 1000] [--rounds 5] [--repeats 5]
 """
@@ -280,6 +282,7 @@ def main() -> None:
         rows = runtimes(str(folder), port)
         time.sleep(0.2)
         cold = rotated_cold_starts(rows, options.runs)
+        cpu: dict[str, list[int]] = {}
         repeats = [
             interleaved_warm_latencies(
                 rows,
@@ -287,6 +290,7 @@ def main() -> None:
                 dict.fromkeys((r.name for r in rows), options.invocations),
                 options.rounds,
                 lambda_trace_header,
+                cpu,
             )
             for _ in range(options.repeats)
         ]
@@ -301,6 +305,11 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
     warm = {row.name: sorted(v for each in repeats for v in each[row.name]) for row in rows}
+    # CPU time of the runtime and its worker per invocation, answer and export included (µs)
+    cpu_us = {
+        name: sum(values) / 1000 / (options.invocations * options.repeats)
+        for name, values in cpu.items()
+    }
     p50 = {name: percentile(values, 0.5) for name, values in warm.items()}
     # each repeat's added p50, against the reference measured in that repeat
     spread = {
@@ -314,9 +323,10 @@ def main() -> None:
     print("\n## cold start and warm latency (ms)\n")
     print(
         "| runtime | cold: first /next | cold: first response | added cold | warm p50 "
-        "| added p50 | added p50 by repeat: median (range) | warm p99 | cycle |"
+        "| added p50 | added p50 by repeat: median (range) | warm p99 | cycle | CPU µs "
+        "| added CPU µs |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         name, reference = row.name, row.reference or row.name
         first = cold[name]["cold: first response (ms)"]
@@ -326,13 +336,14 @@ def main() -> None:
             f"| {name} | {cold[name]['cold: first /next (ms)']:.2f} | {first:.2f} | "
             f"{added_cold:+.2f} | {p50[name]:.3f} | {added(p50[name], p50[reference]):+.1%} | "
             f"{statistics.median(by_repeat):+.1%} ({by_repeat[0]:+.1%} to {by_repeat[-1]:+.1%}) "
-            f"| {percentile(warm[name], 0.99):.3f} | {cycle[name]:.3f} |"
+            f"| {percentile(warm[name], 0.99):.3f} | {cycle[name]:.3f} | {cpu_us[name]:.0f} "
+            f"| {cpu_us[name] - cpu_us[reference]:+.0f} |"
         )
 
     print()
     for name, how in (
         ("ort-apm on", "spans in the collector before each next /next"),
-        ("node: ort-apm on", "the same, with the Node preload's handler span"),
+        ("node: ort-apm on", "the same, with the handler timed in the Node worker"),
         ("ort-apm on, ORT_APM_FLUSH=before_answer", "spans in the collector before each answer"),
         ("ort-apm on, ORT_APM_EXPORT_MODE=send", "spans written before each next /next"),
     ):

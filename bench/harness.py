@@ -103,25 +103,51 @@ def warm_latencies(runtime: Runtime, event: object, invocations: int) -> list[fl
         peer.close()
 
 
+def cpu_ns(pid: int) -> int:
+    """Nanoseconds on a CPU so far, of the process and its descendants' live threads (the
+    scheduler's own accounting, /proc/<pid>/task/<tid>/schedstat): the work a runtime does,
+    whatever the machine's scheduling adds to its latency. 0 where /proc has none."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
+                total += int(stat.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/children") as children:
+                total += sum(cpu_ns(int(child)) for child in children.read().split())
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def interleaved_warm_latencies(
     runtimes: list[Runtime],
     event: object,
     invocations: dict[str, int],
     rounds: int,
     headers: Callable[[], dict[str, str]] | None = None,
+    cpu: dict[str, list[int]] | None = None,
 ) -> dict[str, list[float]]:
     """Sorted round trips per runtime, all running at once and measured in ``rounds`` blocks
     taken in turn, so that drift in the machine's load weighs on each alike. ``invocations``
     gives each runtime's total; every block starts with one unmeasured invocation, since the
-    process sat idle while the others ran. ``headers`` gives each event's extra headers."""
+    process sat idle while the others ran. ``headers`` gives each event's extra headers.
+    ``cpu``, when given, gets each runtime's CPU nanoseconds over its measured invocations
+    (what each block adds, with what follows the last answer: see ``cpu_ns``)."""
     peers = {runtime.name: start_peer() for runtime in runtimes}
     processes = [spawn(runtime, peers[runtime.name].address) for runtime in runtimes]
     latencies: dict[str, list[float]] = {runtime.name: [] for runtime in runtimes}
     try:
         for index in range(rounds):
-            for runtime in runtimes:
+            for runtime, process in zip(runtimes, processes, strict=True):
                 peer, total = peers[runtime.name], invocations[runtime.name]
                 peer.invoke(event, timeout=60)
+                if cpu is not None:
+                    peer.wait_for_next(60)
+                    used = -cpu_ns(process.pid)
                 for _ in range(total * (index + 1) // rounds - total * index // rounds):
                     peer.wait_for_next(60)  # done with the last one, what follows its answer too
                     extra = headers() if headers is not None else None
@@ -130,6 +156,9 @@ def interleaved_warm_latencies(
                     latencies[runtime.name].append((time.perf_counter() - started) * 1000)
                     if result.kind != "response":
                         raise RuntimeError(f"{runtime.name} failed: {result.body[:300]!r}")
+                if cpu is not None:
+                    peer.wait_for_next(60)
+                    cpu.setdefault(runtime.name, []).append(used + cpu_ns(process.pid))
         return {name: sorted(values) for name, values in latencies.items()}
     finally:
         for process in processes:

@@ -326,7 +326,13 @@ def test_worker_spans_are_checked_before_they_are_trusted():
         "boom",
     )
     assert from_worker({**good, "kind": "client"}, TRACE).kind == KIND_CLIENT
+    # readings of the monotonic clock (Node's preload), turned into epoch times by the offset
+    monotonic = {k: v for k, v in good.items() if not k.endswith("TimeUnixNano")}
+    monotonic.update(startMonotonicNano="5000", endMonotonicNano="7000")
+    span = from_worker(monotonic, TRACE, 1700000000000000000)
+    assert (span.start_ns, span.end_ns) == (1700000000000005000, 1700000000000007000)
     for broken in (
+        {**monotonic, "endMonotonicNano": None},
         {**good, "traceId": "f" * 32},  # another trace
         {**good, "spanId": "xyz"},
         {**good, "parentSpanId": "short"},
