@@ -10,7 +10,7 @@
 // into epoch times. Cheap to load: http is patched once something loads it, never loaded here.
 
 if (!globalThis.__ortAroundHandler) {
-  const spans = [];
+  const spans = (globalThis.__ortSpans = globalThis.__ortSpans || []); // shared with others'
   const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
   const SPAN = Symbol('ort-apm span');
   const open = new Set(); // client spans not ended yet: ended with the handler
