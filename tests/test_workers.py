@@ -173,9 +173,8 @@ def test_a_worker_answer_stays_byte_exact_past_hooks_that_do_not_read_it(tmp_pat
     assert b"seen " in result.stderr
 
 
-# A worker that reports the handler's run, as asked (time_handler), on a clock given by argv:
-# ORT's monotonic one, or one ten seconds ahead (not the same clock).
-TIMING_WORKER = r"""
+# What a scripted worker needs first: its channel to ORT, and the protocol's framing.
+WORKER_BASICS = r"""
 import json, os, socket, sys, time
 
 channel = socket.socket(socket.AF_UNIX)
@@ -188,7 +187,13 @@ def send(header, body=b""):
 
 def part():
     return reader.read(int.from_bytes(reader.read(4), "big"))
+"""
 
+# A worker that reports the handler's run, as asked (time_handler), on a clock given by argv:
+# ORT's monotonic one, or one ten seconds ahead (not the same clock).
+TIMING_WORKER = (
+    WORKER_BASICS
+    + r"""
 ahead = int(sys.argv[1])
 send({"type": "ready"})
 while True:
@@ -200,6 +205,7 @@ while True:
         result["handler_ns"] = [str(started), time.monotonic_ns() + ahead]
     send(result, json.dumps(header.get("time_handler", False)).encode())
 """
+)
 
 
 @pytest.mark.parametrize("ahead_s", [0, 10])
@@ -233,20 +239,9 @@ def test_a_traced_invocation_has_the_handlers_run_as_its_worker_timed_it(tmp_pat
 
 
 # A worker that announces spans after each result, then sends them, something else, or nothing.
-SPANS_WORKER = r"""
-import json, os, socket, sys
-
-channel = socket.socket(socket.AF_UNIX)
-channel.connect(os.environ["ORT_WORKER_SOCKET"])
-reader = channel.makefile("rb")
-
-def send(header, body=b""):
-    head = json.dumps(header).encode()
-    channel.sendall(len(head).to_bytes(4, "big") + head + len(body).to_bytes(4, "big") + body)
-
-def part():
-    return reader.read(int.from_bytes(reader.read(4), "big"))
-
+SPANS_WORKER = (
+    WORKER_BASICS
+    + r"""
 send({"type": "ready"})
 while True:
     header, _ = json.loads(part()), part()
@@ -257,6 +252,7 @@ while True:
     elif sys.argv[1] == "another result":
         send({"type": "result", "id": header["id"], "ok": True}, b"null")
 """
+)
 
 
 @pytest.mark.parametrize("sends", ["spans", "another result", "nothing"])
