@@ -285,6 +285,8 @@ def test_a_failing_middleware_fails_only_that_invocation(start, name, hook, inst
     runtime = start(f"two,{name}")
     pid = runtime.process.pid
     runtime.invoke({})  # persistent middlewares and the worker are up; count from here
+    # once it asks for the next event: after its first answer it imports ctypes, a file open
+    runtime.peer.wait_for_next()
     processes, fds = len(descendants(pid)), descriptors(pid)
 
     error = runtime.fail({"do": {name: {hook: instruction}}})
@@ -300,6 +302,7 @@ def test_a_failing_middleware_fails_only_that_invocation(start, name, hook, inst
         f"{name}:after",
         "two:after",
     ]
+    runtime.peer.wait_for_next()
     assert len(descendants(pid)) == processes
     assert descriptors(pid) == fds
 
