@@ -354,18 +354,9 @@ async function main() {
     if (header.type !== 'invoke') return;
     inFlight = header.id;
     if (header.debug) openInspector(header.debug.port);
-    let answer;
     let traceparent = null;
     let started = null; // the handler's run on the monotonic clock, when ORT asks (time_handler)
-    let ended = null;
-    let spans;
-    let settled = false;
-    const settle = () => { // once the handler is done: its spans end by then, and it does
-      if (settled) return;
-      settled = true;
-      spans = takeSpans();
-      if (started !== null) ended = process.hrtime.bigint();
-    };
+    let outcome; // [true, what it returned] or [false, what it threw]
     try {
       const event = JSON.parse(body.toString());
       if (header.signature === 'cloudevent' && event && typeof event.data_base64 === 'string') {
@@ -380,11 +371,18 @@ async function main() {
       // The seam for an instrumenting preload: it calls `call` and returns what it returns.
       const around = globalThis.__ortAroundHandler;
       if (header.time_handler) started = process.hrtime.bigint();
-      const result = await (typeof around === 'function' ? around(context, call) : call());
-      settle();
-      answer = [true, Buffer.from(JSON.stringify(result === undefined ? null : result))];
+      outcome = [true, await (typeof around === 'function' ? around(context, call) : call())];
     } catch (error) {
-      settle();
+      outcome = [false, error];
+    }
+    const spans = takeSpans(); // the preload ends what still runs, within the handler's time
+    const ended = started !== null ? process.hrtime.bigint() : null;
+    let answer;
+    try {
+      const [ok, value] = outcome;
+      const json = JSON.stringify(ok ? (value === undefined ? null : value) : describe(value));
+      answer = [ok, Buffer.from(json)];
+    } catch (error) {
       answer = [false, Buffer.from(JSON.stringify(describe(error)))];
     }
     if (traceparent !== null) traceparentEnv.set(null);

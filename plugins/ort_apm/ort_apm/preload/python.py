@@ -41,20 +41,6 @@ def _fail(span: dict[str, Any], exc: BaseException) -> None:
     span["attributes"]["error.type"] = getattr(exc, "error_type", None) or type(exc).__name__
 
 
-def _span(trace_id: str, span_id: str, parent: str | None, name: str, kind: str) -> dict[str, Any]:
-    return {
-        "traceId": trace_id,
-        "spanId": span_id,
-        "parentSpanId": parent,
-        "name": name,
-        "kind": kind,
-        "startTimeUnixNano": time.time_ns(),
-        "endTimeUnixNano": None,
-        "attributes": {},
-        "status": {"code": "unset", "message": ""},
-    }
-
-
 def around_handler(context: Any, call: Any) -> Any:
     """The seam: ORT's worker calls this around the handler; ``call()`` runs it. The
     handler's outgoing calls are its children, and end with it at the latest."""
@@ -83,7 +69,6 @@ def around_handler(context: Any, call: Any) -> Any:
 
 def _client_span(connection: Any, method: str, url: str) -> dict[str, Any]:
     assert _current is not None
-    span = _span(_current[0], os.urandom(8).hex(), _current[1], method, "client")
     https = getattr(connection, "default_port", 80) == 443
     tunnel = getattr(connection, "_tunnel_host", None)  # through a proxy: where it goes
     host = tunnel or connection.host
@@ -95,14 +80,22 @@ def _client_span(connection: Any, method: str, url: str) -> dict[str, Any]:
         if port != (443 if https else 80):
             shown = f"{shown}:{port}"
         full = f"{'https' if https else 'http'}://{shown}{url}"
-    span["attributes"].update(
-        {
+    span = {
+        "traceId": _current[0],
+        "spanId": os.urandom(8).hex(),
+        "parentSpanId": _current[1],
+        "name": method,
+        "kind": "client",
+        "startTimeUnixNano": time.time_ns(),
+        "endTimeUnixNano": None,
+        "attributes": {
             "http.request.method": method,
             "url.full": full,
             "server.address": host,
             "server.port": port,
-        }
-    )
+        },
+        "status": {"code": "unset", "message": ""},
+    }
     _open[span["spanId"]] = span
     return span
 
